@@ -1,0 +1,1 @@
+"""What the gateway and the workers both use. Imports neither service."""

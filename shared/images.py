@@ -1,0 +1,101 @@
+"""Image decoding and limits: base64 fields, formats, sizes, EXIF orientation (Pillow only)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps
+
+from shared.errors import InvalidRequest, TooLarge, UndecodableImage
+
+# MPO is how Pillow names many phone-camera JPEGs.
+SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+_DATA_URI = re.compile(r"^data:[\w.+/-]*(;[\w=.+-]+)*;base64,", re.IGNORECASE)
+_ORIENTATION_TAG = 0x0112
+
+# We enforce our own pixel limit before decoding; Pillow's bomb check would otherwise fire first.
+Image.MAX_IMAGE_PIXELS = None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the gateway learns from checking an image."""
+
+    format: str
+    content_type: str
+    width: int  # as displayed, EXIF orientation applied
+    height: int
+
+
+def decode_base64_field(value: str, max_bytes: int, field: str = "image") -> bytes:
+    """Decode a base64 string (a data: URI prefix allowed) into bytes, enforcing the size limit."""
+    text = _DATA_URI.sub("", value.strip(), count=1)
+    text = "".join(text.split())
+    if not text:
+        raise InvalidRequest(f"'{field}' is empty")
+    if len(text) * 3 // 4 > max_bytes:
+        raise TooLarge(f"'{field}' is larger than the limit of {max_bytes} bytes")
+    text = text.replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest(f"'{field}' is neither valid base64 nor an http(s) URL") from exc
+
+
+def _open(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
+    if len(data) > max_bytes:
+        raise TooLarge(f"the image is {len(data)} bytes; the limit is {max_bytes}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+    except Exception as exc:
+        raise UndecodableImage("the image could not be decoded (expected JPEG, PNG or WebP)") from exc
+    if img.format not in SUPPORTED_FORMATS:
+        raise UndecodableImage(f"unsupported image format {img.format}; use JPEG, PNG or WebP")
+    width, height = img.size
+    if width * height > max_pixels:
+        raise TooLarge(f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels")
+    if width < 1 or height < 1:
+        raise UndecodableImage("the image has no pixels")
+    return img
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:
+        return 1
+
+
+def inspect_image(data: bytes, max_bytes: int, max_pixels: int) -> ImageInfo:
+    """Check that the bytes are a whole, supported image within limits; fully decodes it."""
+    img = _open(data, max_bytes, max_pixels)
+    try:
+        img.load()
+    except Exception as exc:
+        raise UndecodableImage(f"the image could not be decoded: {exc}") from exc
+    width, height = img.size
+    if _orientation(img) in (5, 6, 7, 8):
+        width, height = height, width
+    return ImageInfo(img.format, SUPPORTED_FORMATS[img.format], width, height)
+
+
+def load_rgb(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
+    """Decode to an RGB image as displayed (EXIF orientation applied)."""
+    img = _open(data, max_bytes, max_pixels)
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16-bit greyscale: scale to 8 bits rather than clipping.
+            img = img.point(lambda v: v / 256).convert("L")
+        return img.convert("RGB")
+    except Exception as exc:
+        raise UndecodableImage(f"the image could not be decoded: {exc}") from exc

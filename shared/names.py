@@ -1,0 +1,50 @@
+"""Every Redis key and broker name samq uses, in one place."""
+
+from __future__ import annotations
+
+PREFIX = "samq"
+
+QUEUE_HIGH = "samq.infer.high"
+QUEUE_NORMAL = "samq.infer.normal"
+QUEUE_LOW = "samq.infer.low"
+INFER_QUEUES = (QUEUE_HIGH, QUEUE_NORMAL, QUEUE_LOW)
+QUEUE_WEBHOOKS = "samq.webhooks"
+TASK_SEGMENT = "samq.segment"
+
+
+def api_key(key_hash: str) -> str:
+    """Hash describing one API key (name, created, disabled)."""
+    return f"{PREFIX}:key:{key_hash}"
+
+
+def credits(key_id: str) -> str:
+    """Integer credit balance of a key."""
+    return f"{PREFIX}:credits:{key_id}"
+
+
+def hold(job_id: str) -> str:
+    """Credits reserved for a job; deleted on commit or refund."""
+    return f"{PREFIX}:hold:{job_id}"
+
+
+def job(job_id: str) -> str:
+    """Hash with one job's record."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def job_done(job_id: str) -> str:
+    """Pub/sub channel announcing a job reached a terminal state."""
+    return f"{PREFIX}:done:{job_id}"
+
+
+def rate(key_id: str, window: int) -> str:
+    """Request counter of a key for one minute window."""
+    return f"{PREFIX}:rate:{key_id}:{window}"
+
+
+def worker(hostname: str) -> str:
+    """Heartbeat of a live worker (expires when it stops announcing)."""
+    return f"{PREFIX}:worker:{hostname}"
+
+
+WORKER_PATTERN = f"{PREFIX}:worker:*"

@@ -1,0 +1,82 @@
+"""One frozen settings object, parsed once from `SAMQ_*` environment variables and passed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of samq; units are in the names (`_s` seconds, `_bytes`, `_mb`)."""
+
+    model_config = SettingsConfigDict(env_prefix="SAMQ_", frozen=True, extra="ignore")
+
+    # Network
+    host: str = Field("127.0.0.1", description="Gateway bind address")
+    port: int = Field(8000, ge=1, le=65535, description="Gateway port")
+    gateway_workers: int = Field(2, ge=1, description="gunicorn worker processes")
+    gateway_threads: int = Field(16, ge=1, description="threads per gunicorn worker (sync calls wait)")
+
+    # Redis and the broker
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for keys, credits and jobs")
+    broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url")
+
+    # Storage
+    storage_url: str | None = Field(
+        None, description="s3://BUCKET or file://DIR; default: S3 when s3_endpoint_url is set, else file://var/storage"
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto)")
+    s3_bucket: str = Field("samq", description="bucket used when storage_url is not given")
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_region: str = "us-east-1"
+
+    # Models
+    models: str = Field("large", description="model preset: tiny, small, base-plus, large, tiny-random")
+    detector: str = Field("tiny", description="Grounding DINO size: tiny or base")
+    model_dir: Path = Field(Path("models"), description="folder holding checkpoints")
+    device: str = Field("auto", description="auto, cuda or cpu")
+    box_threshold: float = Field(0.35, ge=0, le=1, description="Grounding DINO box score threshold")
+    text_threshold: float = Field(0.25, ge=0, le=1, description="Grounding DINO text score threshold")
+
+    # Limits and money
+    sync_timeout_s: float = Field(60.0, gt=0, description="how long the drop-in call waits before 202")
+    max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest encoded image, bytes")
+    max_image_pixels: int = Field(50_000_000, gt=0, description="largest image, width*height")
+    max_points: int = Field(64, ge=1, description="most points (positive+negative) per request")
+    cost_per_job: int = Field(1, ge=0, description="credits charged per job")
+    rate_limit_per_min: int = Field(600, ge=0, description="requests per key per minute; 0 = unlimited")
+    job_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="how long job records and results are kept")
+
+    # Worker behaviour
+    max_attempts: int = Field(3, ge=1, description="attempts before a job ends failed and refunded")
+    task_time_limit_s: int = Field(600, gt=0, description="hard limit for one inference task")
+    visibility_timeout_s: int = Field(3600, gt=0, description="broker redelivery after a lost worker; > longest job")
+    worker_heartbeat_s: float = Field(5.0, gt=0, description="how often workers announce themselves")
+
+    # Fetching image URLs
+    fetch_timeout_s: float = Field(10.0, gt=0, description="connect+read budget for image URLs")
+    fetch_allow_hosts: str = Field(
+        "", description="comma-separated host[:port] exempt from the private-address rule (tests, internal)"
+    )
+
+    @property
+    def broker(self) -> str:
+        """The Celery broker URL."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def storage(self) -> str:
+        """The resolved storage URL."""
+        if self.storage_url:
+            return self.storage_url
+        if self.s3_endpoint_url:
+            return f"s3://{self.s3_bucket}"
+        return "file://var/storage"
+
+    @property
+    def allowed_fetch_hosts(self) -> frozenset[str]:
+        """Hosts (host or host:port) that may be fetched even if private."""
+        return frozenset(h.strip().lower() for h in self.fetch_allow_hosts.split(",") if h.strip())

@@ -1,0 +1,100 @@
+"""Object storage for inputs and results: S3-compatible (boto3) or a local directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from shared.errors import NotFound
+from shared.settings import Settings
+
+
+class Storage(Protocol):
+    """The few operations samq needs."""
+
+    def put(self, key: str, data: bytes, content_type: str) -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def ensure(self) -> None: ...
+
+
+class FileStorage:
+    """Objects as files under one directory (one machine, nothing else installed)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"storage key escapes the root: {key!r}")
+        return path
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Write atomically (write then rename) so readers never see half a file."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+    def get(self, key: str) -> bytes:
+        """Read an object or raise NotFound."""
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFound(f"stored object {key} not found") from exc
+
+    def ensure(self) -> None:
+        """Create the root directory."""
+        self.root.mkdir(parents=True, exist_ok=True)
+
+
+class S3Storage:
+    """Objects in one bucket of an S3-compatible server."""
+
+    def __init__(self, client, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Upload one object."""
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def get(self, key: str) -> bytes:
+        """Download one object or raise NotFound."""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound(f"stored object {key} not found") from exc
+            raise
+
+    def ensure(self) -> None:
+        """Create the bucket when it does not exist."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+
+
+def make_storage(settings: Settings) -> Storage:
+    """The storage backend named by the settings."""
+    url = urlparse(settings.storage)
+    if url.scheme == "file":
+        return FileStorage(Path(url.netloc + url.path))
+    if url.scheme == "s3":
+        client = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url,
+            aws_access_key_id=settings.s3_access_key_id,
+            aws_secret_access_key=settings.s3_secret_access_key,
+            region_name=settings.s3_region,
+            config=Config(retries={"max_attempts": 3, "mode": "standard"}, s3={"addressing_style": "path"}),
+        )
+        return S3Storage(client, url.netloc or settings.s3_bucket)
+    raise ValueError(f"unsupported storage URL {settings.storage!r} (use s3://BUCKET or file://DIR)")
