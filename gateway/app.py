@@ -1,0 +1,46 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from flask import Flask, g, request
+
+from gateway.errors import register_error_handlers
+from gateway.routes import account, jobs, segment
+from gateway.services import Services
+from shared.settings import Settings
+
+_REQUEST_ID = re.compile(r"^[\w.-]{1,128}$")
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
+    """Build the gateway for the given settings."""
+    settings = settings or Settings()
+    app = Flask(__name__)
+    # base64 costs 4/3 of the bytes; leave room for the other fields.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_image_bytes * 4 // 3 + 1024 * 1024
+    app.json.sort_keys = False
+    app.extensions["samq"] = services or Services.build(settings)
+    for module in (segment, jobs, account):
+        app.register_blueprint(module.bp)
+    register_error_handlers(app)
+
+    @app.before_request
+    def _request_id() -> None:
+        incoming = request.headers.get("x-request-id", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+    @app.after_request
+    def _headers(response):
+        response.headers["x-request-id"] = g.get("request_id", uuid.uuid4().hex)
+        key_id = g.get("key_id")
+        if key_id is not None and "x-remaining-credits" not in response.headers:
+            try:
+                response.headers["x-remaining-credits"] = str(app.extensions["samq"].credits.balance(key_id))
+            except Exception:  # never turn a good answer into an error over a header
+                pass
+        return response
+
+    return app

@@ -1,0 +1,45 @@
+"""Every error becomes a JSON body with the right status, in this one place."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from shared.errors import SamqError
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+    406: "insufficient_credits", 413: "too_large", 415: "unsupported_media_type", 429: "rate_limited",
+}
+
+
+def error_response(code: str, message: str, status: int):
+    """A JSON error response."""
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Map samq errors, HTTP errors and unexpected exceptions to JSON."""
+
+    @app.errorhandler(SamqError)
+    def _samq(exc: SamqError):
+        return error_response(exc.code, exc.message, exc.status)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        status = exc.code or 500
+        response = error_response(_HTTP_CODES.get(status, "http_error"), exc.description or exc.name, status)
+        if status == 405 and getattr(exc, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error_response("internal_error", "internal server error", 500)

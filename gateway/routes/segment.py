@@ -1,0 +1,45 @@
+"""`POST /v1/sam-v2-image`: the drop-in, synchronous over the queue."""
+
+from __future__ import annotations
+
+import base64
+
+from flask import Blueprint, Response, jsonify, request
+
+from gateway.auth import authenticate
+from gateway.routes.views import job_view
+from gateway.services import services
+from gateway.submit import accept, workers_alive
+from shared.errors import NoCapacity, error_from_record
+from shared.jobs import JobStatus, wait_for_terminal
+from shared.schemas import SegmentRequest, parse_body
+
+bp = Blueprint("segment", __name__)
+
+
+@bp.post("/v1/sam-v2-image")
+def sam_v2_image():
+    """Segment and answer with the rendered JPEG (or 202 with the job if it takes too long)."""
+    key = authenticate()
+    svc = services()
+    req = parse_body(SegmentRequest, request.get_json(silent=True))
+    if not workers_alive(svc):
+        raise NoCapacity("no worker is running; nothing was charged")
+    job = accept(svc, key, req, mode="sync")
+    job = wait_for_terminal(svc.redis, svc.jobs, job["id"], svc.settings.sync_timeout_s) or job
+    status = JobStatus(job["status"])
+    if not status.terminal:
+        response = jsonify(job_view(job))  # still running: the client polls it
+        response.status_code = 202
+        return response
+    if status is not JobStatus.SUCCEEDED:
+        raise error_from_record(job.get("error_code", "internal_error"), job.get("error_message", "job failed"),
+                                int(job.get("error_status", 500)))
+    output = next(iter(job["outputs"].values()))
+    data = svc.storage.get(output["key"])
+    headers = {"x-job-id": job["id"], "x-objects-found": str(job.get("objects_found", 0))}
+    if req.base64:
+        response = jsonify({"image": base64.b64encode(data).decode()})
+        response.headers.update(headers)
+        return response
+    return Response(data, mimetype="image/jpeg", headers=headers)

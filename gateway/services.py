@@ -1,0 +1,44 @@
+"""The connections a gateway process shares between requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from celery import Celery
+from flask import current_app
+
+from shared.credits import Credits
+from shared.jobs import JobStore
+from shared.keys import KeyStore
+from shared.queue import make_celery
+from shared.settings import Settings
+from shared.storage import Storage, make_storage
+
+
+@dataclass
+class Services:
+    """Settings plus every client the routes need."""
+
+    settings: Settings
+    redis: redis.Redis
+    keys: KeyStore
+    credits: Credits
+    jobs: JobStore
+    storage: Storage
+    celery: Celery
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        """Create the clients (connections open lazily)."""
+        client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+        return cls(
+            settings=settings, redis=client, keys=KeyStore(client), credits=Credits(client),
+            jobs=JobStore(client, settings.job_ttl_s), storage=make_storage(settings),
+            celery=make_celery(settings),
+        )
+
+
+def services() -> Services:
+    """The current app's services."""
+    return current_app.extensions["samq"]

@@ -1,0 +1,68 @@
+"""Accepting a job: validate, reserve credits, store the input, record, enqueue; undo on any failure."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from gateway.services import Services
+from shared import names
+from shared.errors import InvalidRequest, NoCapacity, SamqError
+from shared.fetch import check_url
+from shared.images import decode_base64_field, inspect_image
+from shared.keys import ApiKey
+from shared.queue import enqueue_segment
+from shared.schemas import SegmentRequest
+
+log = logging.getLogger(__name__)
+
+
+def _check_points(req: SegmentRequest, width: int, height: int) -> None:
+    for name, points in (("coordinates", req.coordinates), ("remove_coordinates", req.remove_coordinates)):
+        for x, y in points:
+            if not (x < width and y < height):
+                raise InvalidRequest(f"'{name}' point [{x:g}, {y:g}] is outside the {width}x{height} image")
+
+
+def workers_alive(svc: Services) -> bool:
+    """Whether any worker announced itself recently."""
+    return next(svc.redis.scan_iter(match=names.WORKER_PATTERN, count=100), None) is not None
+
+
+def accept(svc: Services, key: ApiKey, req: SegmentRequest, mode: str, extra: dict[str, Any] | None = None) -> dict:
+    """Turn a validated request into a queued job; raises (charging nothing) when it cannot."""
+    s = svc.settings
+    req.check(s.max_points)
+    fields: dict[str, Any] = {"key_id": key.key_id, "mode": mode, "params": req.params(), **(extra or {})}
+    data = None
+    if req.is_url:
+        check_url(req.image, s.allowed_fetch_hosts)  # fast refusal; the worker checks again when it fetches
+        fields["input_url"] = req.image.strip()
+    else:
+        data = decode_base64_field(req.image, s.max_image_bytes)
+        info = inspect_image(data, s.max_image_bytes, s.max_image_pixels)
+        if req.prompt is None:
+            _check_points(req, info.width, info.height)
+        fields.update(width=info.width, height=info.height, input_type=info.content_type)
+
+    job_id = uuid.uuid4().hex
+    reservation = svc.credits.reserve(key.key_id, job_id, s.cost_per_job, s.job_ttl_s)
+    try:
+        if data is not None:
+            fields["input_key"] = f"inputs/{job_id}"
+            svc.storage.put(fields["input_key"], data, fields["input_type"])
+        svc.jobs.create(job_id, cost=reservation.cost, **fields)
+        enqueue_segment(svc.celery, job_id)
+    except Exception as exc:
+        # Nothing may be lost: give the credits back and close the job if it was written.
+        log.exception("could not accept job %s", job_id)
+        job = svc.jobs.get(job_id)
+        if job is not None:
+            svc.jobs.fail(job, "no_capacity", "the job could not be queued", 503)
+        else:
+            svc.credits.refund(key.key_id, job_id)
+        if isinstance(exc, SamqError):
+            raise
+        raise NoCapacity("the service could not queue the job; nothing was charged, try again") from exc
+    return svc.jobs.get(job_id) or {"id": job_id}

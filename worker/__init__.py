@@ -1,0 +1,1 @@
+"""The GPU worker: Celery tasks, the inference pipeline and the models."""

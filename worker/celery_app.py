@@ -1,0 +1,44 @@
+"""Worker entry point: `celery -A worker.celery_app:app worker --pool solo ...`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
+
+from shared.errors import ModelsMissing
+from shared.queue import make_celery
+from shared.settings import Settings
+from worker.runtime import Runtime
+from worker.tasks import register_tasks
+
+log = logging.getLogger("samq.worker")
+
+
+def create_worker_app(settings: Settings) -> Celery:
+    """A Celery app with samq's tasks, loading models when the worker is ready."""
+    app = make_celery(settings)
+    rt = Runtime(settings)
+    register_tasks(app, rt)
+
+    @worker_ready.connect(weak=False)
+    def _ready(sender=None, **_: object) -> None:
+        # Load (or for tiny-random, build) the models before taking the first job.
+        try:
+            rt.models()
+        except (ModelsMissing, FileNotFoundError, ValueError) as exc:
+            log.critical("cannot load models: %s", exc)
+            sys.exit(3)
+        rt.start_heartbeat(getattr(sender, "hostname", "") or "")
+        log.info("samq worker ready (preset %s)", settings.models)
+
+    @worker_shutdown.connect(weak=False)
+    def _shutdown(**_: object) -> None:
+        rt.stop_heartbeat()
+
+    return app
+
+
+app = create_worker_app(Settings())

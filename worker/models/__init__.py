@@ -1,0 +1,1 @@
+"""Model builders and loaders (loaded once per worker process, never at import)."""

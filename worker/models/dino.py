@@ -1,0 +1,120 @@
+"""Grounding DINO through `transformers`: text -> boxes."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import (
+    BertConfig,
+    BertTokenizer,
+    GroundingDinoConfig,
+    GroundingDinoForObjectDetection,
+    GroundingDinoImageProcessor,
+    GroundingDinoProcessor,
+    SwinConfig,
+)
+
+log = logging.getLogger(__name__)
+
+# A small vocabulary for the random test model; real models bring their own tokenizer.
+_TINY_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "a", "an", "the", "boy", "girl", "man",
+               "woman", "person", "dog", "cat", "car", "tree", "sky", "face", "rocket", "cup", "coffee", "hat"]
+
+
+@dataclass
+class Detector:
+    """A loaded Grounding DINO model with its processor."""
+
+    model: GroundingDinoForObjectDetection
+    processor: GroundingDinoProcessor
+    device: str
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One box found for a phrase."""
+
+    label: str
+    score: float
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels
+
+
+def normalize_prompt(prompt: str | list[str]) -> str:
+    """Lower case, one phrase per object, each ending in a dot: 'Boy, dog' -> 'boy . dog .'."""
+    phrases = prompt if isinstance(prompt, list) else re.split(r"[.,;\n]", prompt)
+    cleaned = [" ".join(p.lower().split()) for p in phrases]
+    return " ".join(f"{p} ." for p in cleaned if p)
+
+
+def load_dino(folder: Path, device: str) -> Detector:
+    """Load a Hugging Face-format Grounding DINO folder, offline."""
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"Grounding DINO folder not found or incomplete: {folder}")
+    processor = GroundingDinoProcessor.from_pretrained(folder, local_files_only=True)
+    model = GroundingDinoForObjectDetection.from_pretrained(folder, local_files_only=True).to(device).eval()
+    return Detector(model, processor, device)
+
+
+def build_random_dino(folder: Path, seed: int = 0) -> None:
+    """Save a 0.45M-parameter random Grounding DINO (and tokenizer) in Hugging Face format."""
+    torch.manual_seed(seed)
+    vocab = {word: i for i, word in enumerate(_TINY_WORDS)}
+    config = GroundingDinoConfig(
+        backbone_config=SwinConfig(
+            embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], out_features=["stage2", "stage3", "stage4"]
+        ),
+        text_config=BertConfig(
+            vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+        ),
+        d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        encoder_attention_heads=2, decoder_attention_heads=2, num_queries=20, max_text_len=64,
+    )
+    model = GroundingDinoForObjectDetection(config)
+    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True)
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 320, "longest_edge": 480})
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    log.info("built random Grounding DINO in %s (%d params)", folder, sum(p.numel() for p in model.parameters()))
+
+
+@torch.inference_mode()
+def detect(
+    detector: Detector, image: Image.Image, prompt: str, box_threshold: float, text_threshold: float
+) -> list[Detection]:
+    """Boxes for the phrases of a prompt, best first."""
+    text = normalize_prompt(prompt)
+    if not text:
+        return []
+    inputs = detector.processor(images=image, text=text, return_tensors="pt").to(detector.device)
+    outputs = detector.model(**inputs)
+    result = detector.processor.post_process_grounded_object_detection(
+        outputs, input_ids=inputs["input_ids"], threshold=box_threshold, text_threshold=text_threshold,
+        target_sizes=[(image.height, image.width)],
+    )[0]
+    labels = result.get("text_labels", result.get("labels"))
+    phrases = [p.strip() for p in text.split(" .") if p.strip()]
+    found = []
+    for box, score, label in zip(result["boxes"].cpu().numpy(), result["scores"].cpu().numpy(), labels, strict=True):
+        x0, y0, x1, y1 = np.clip(box, 0, [image.width, image.height, image.width, image.height]).tolist()
+        if x1 - x0 >= 1 and y1 - y0 >= 1:
+            found.append(Detection(_phrase(str(label), phrases), float(score), (x0, y0, x1, y1)))
+    return sorted(found, key=lambda d: d.score, reverse=True)
+
+
+def _phrase(label: str, phrases: list[str]) -> str:
+    """Map a decoded label back to the client's phrase (decoding may merge or cut phrases)."""
+    label = label.replace("[SEP]", "").replace("[CLS]", "").strip(" .")
+    for phrase in phrases:
+        if phrase == label:
+            return phrase
+    for phrase in phrases:
+        if phrase in label or (label and label in phrase):
+            return phrase
+    return label or phrases[0]

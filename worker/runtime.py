@@ -1,0 +1,55 @@
+"""What one worker process holds: settings, Redis, storage, and (lazily) the models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+
+import redis
+
+from shared import names
+from shared.jobs import JobStore
+from shared.settings import Settings
+from shared.storage import make_storage
+from worker.models.registry import Models, get_models
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Per-process worker state; nothing here touches the network or loads models at construction."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.jobs = JobStore(self.redis, settings.job_ttl_s)
+        self.storage = make_storage(settings)
+        self._stop = threading.Event()
+
+    def models(self) -> Models:
+        """The models, loaded on first call."""
+        return get_models(self.settings)
+
+    def start_heartbeat(self, hostname: str) -> None:
+        """Announce this worker in Redis until stopped (readiness and capacity checks read it)."""
+        key = names.worker(hostname or socket.gethostname())
+        info = json.dumps({"hostname": hostname, "preset": self.settings.models, "started": time.time()})
+        ttl = max(3, int(self.settings.worker_heartbeat_s * 3))
+
+        def beat() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.redis.set(key, info, ex=ttl)
+                except redis.RedisError:
+                    log.warning("heartbeat to Redis failed; retrying")
+                self._stop.wait(self.settings.worker_heartbeat_s)
+            self.redis.delete(key)
+
+        threading.Thread(target=beat, name="samq-heartbeat", daemon=True).start()
+
+    def stop_heartbeat(self) -> None:
+        """Stop announcing (the key is deleted)."""
+        self._stop.set()
