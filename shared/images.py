@@ -94,8 +94,10 @@ def load_rgb(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
         img.load()
         img = ImageOps.exif_transpose(img)
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16-bit greyscale: scale to 8 bits rather than clipping.
-            img = img.point(lambda v: v / 256).convert("L")
+            # 16-bit greyscale: scale to 8 bits rather than clipping (8-bit data stored as 16 stays as it is).
+            high = img.getextrema()[1]
+            scale = 255 / 65535 if high > 255 else 1
+            img = img.convert("I").point(lambda v: v * scale).convert("L")
         return img.convert("RGB")
     except Exception as exc:
         raise UndecodableImage(f"the image could not be decoded: {exc}") from exc

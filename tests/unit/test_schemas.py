@@ -1,0 +1,107 @@
+"""Coordinate parsing, boolean coercion and request rules."""
+
+import math
+
+import pytest
+
+from shared.errors import InvalidRequest
+from shared.schemas import JobRequest, SegmentRequest, parse_body, parse_bool, parse_points
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("[834,74]", [(834.0, 74.0)]),
+        ("[[839,74],[844,20]]", [(839.0, 74.0), (844.0, 20.0)]),
+        ([834, 74], [(834.0, 74.0)]),
+        ([[839, 74], [844, 20]], [(839.0, 74.0), (844.0, 20.0)]),
+        ("834,74", [(834.0, 74.0)]),
+        (" [ 1.5 , 2 ] ", [(1.5, 2.0)]),
+        ("", []),
+        (None, []),
+        ([], []),
+    ],
+)
+def test_parse_points_accepts_every_documented_spelling(value, expected):
+    assert parse_points(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["[1]", "[1,2,3]", "[[1,2],[3]]", "[[1,2],3]", "abc", "[1,NaN]", "[1,Infinity]", "[-1,5]", '["a","b"]',
+     "[true,false]", {"x": 1}, 5, "[[[1,2]]]"],
+)
+def test_parse_points_rejects_malformed(value):
+    with pytest.raises(ValueError):
+        parse_points(value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (True, True), (False, False), (1, True), (0, False), ("true", True), ("False", False),
+    ("1", True), ("0", False), ("TRUE", True), (" yes ", True), ("no", False),
+])
+def test_parse_bool(value, expected):
+    assert parse_bool(value) is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", 2, -1, None, [], "2"])
+def test_parse_bool_rejects(value):
+    with pytest.raises(ValueError):
+        parse_bool(value)
+
+
+def test_segment_request_defaults_match_the_hosted_api():
+    req = parse_body(SegmentRequest, {"image": "abc", "prompt": "boy"})
+    assert req.overlay_mask is True and req.base64 is False
+    assert req.params() == {"prompt": "boy", "overlay_mask": True}
+
+
+def test_prompt_wins_over_coordinates():
+    req = parse_body(SegmentRequest, {"image": "abc", "prompt": "dog", "coordinates": "[1,2]"})
+    assert "coordinates" not in req.params()
+
+
+def test_either_prompt_or_coordinates_is_required():
+    req = parse_body(SegmentRequest, {"image": "abc", "prompt": "   "})
+    with pytest.raises(InvalidRequest, match="prompt"):
+        req.check(max_points=10)
+
+
+def test_too_many_points_names_the_fields():
+    req = parse_body(SegmentRequest, {"image": "abc", "coordinates": [[1, 1]] * 6, "remove_coordinates": [[2, 2]] * 5})
+    with pytest.raises(InvalidRequest, match="at most 10"):
+        req.check(max_points=10)
+
+
+def test_errors_name_the_field():
+    with pytest.raises(InvalidRequest) as info:
+        parse_body(SegmentRequest, {"image": "abc", "coordinates": "[1]", "overlay_mask": "perhaps"})
+    assert "'coordinates'" in info.value.message and "'overlay_mask'" in info.value.message
+
+
+def test_missing_image_and_non_object_bodies():
+    with pytest.raises(InvalidRequest, match="'image'"):
+        parse_body(SegmentRequest, {"prompt": "boy"})
+    for body in (None, [], "x", 3):
+        with pytest.raises(InvalidRequest, match="JSON object"):
+            parse_body(SegmentRequest, body)
+    with pytest.raises(InvalidRequest, match="'image'"):
+        parse_body(SegmentRequest, {"image": 12, "prompt": "boy"})
+
+
+def test_drop_in_ignores_unknown_fields_but_jobs_refuse_them():
+    assert parse_body(SegmentRequest, {"image": "a", "prompt": "b", "seed": 3}).prompt == "b"
+    with pytest.raises(InvalidRequest, match="'promt': unknown field"):
+        parse_body(JobRequest, {"image": "a", "promt": "b"})
+
+
+def test_url_detection():
+    assert parse_body(SegmentRequest, {"image": "https://example.com/a.jpg", "prompt": "x"}).is_url
+    assert parse_body(SegmentRequest, {"image": " HTTP://example.com/a.jpg", "prompt": "x"}).is_url
+    assert not parse_body(SegmentRequest, {"image": "aGVsbG8=", "prompt": "x"}).is_url
+
+
+def test_nan_is_not_finite_guard():
+    with pytest.raises(ValueError, match="finite"):
+        parse_points([float("nan"), 1.0])
+    assert not math.isfinite(float("inf"))
