@@ -7,7 +7,7 @@ import logging
 from celery import Celery, Task
 
 from shared import names
-from shared.errors import SamqError
+from shared.errors import NotFound, SamqError
 from shared.fetch import fetch
 from shared.images import load_rgb
 from shared.jobs import JobStatus
@@ -29,7 +29,10 @@ def run_job(rt: Runtime, job: dict) -> pipeline.Outcome:
     if job.get("input_url"):
         data = fetch(job["input_url"], s.max_image_bytes, s.fetch_timeout_s, s.allowed_fetch_hosts)
     else:
-        data = rt.storage.get(job["input_key"])
+        try:
+            data = rt.storage.get(job["input_key"])
+        except NotFound as exc:  # our fault, not the client's: a server error, retried
+            raise SamqError(f"the stored input of job {job['id']} is missing") from exc
     image = load_rgb(data, s.max_image_bytes, s.max_image_pixels)
     outcome = pipeline.run(rt.models(), image, job["params"], s.box_threshold, s.text_threshold)
     rt.storage.put(result_key(job["id"]), outcome.jpeg, "image/jpeg")

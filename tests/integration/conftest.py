@@ -56,3 +56,40 @@ def stack(tmp_path_factory, model_dir, s3_endpoint, image_host, redis_server) ->
 def key(stack) -> str:
     """A fresh key with 10 credits."""
     return stack.new_key(10)
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory, model_dir, s3_endpoint, redis_server) -> Stack:
+    """A gateway with no worker at all, and a low rate limit."""
+    st = new_stack(12, tmp_path_factory.mktemp("bare"), model_dir, s3_endpoint, SAMQ_RATE_LIMIT_PER_MIN="6")
+    try:
+        st.start_gateway()
+        yield st
+    finally:
+        st.stop()
+
+
+@pytest.fixture(scope="module")
+def file_stack(tmp_path_factory, model_dir, redis_server) -> Stack:
+    """Local-directory storage instead of S3, and a detector threshold nothing can pass."""
+    st = new_stack(13, tmp_path_factory.mktemp("filestack"), model_dir, None, SAMQ_BOX_THRESHOLD="1.0")
+    try:
+        st.start_worker("wf")
+        st.start_gateway()
+        yield st
+    finally:
+        st.stop()
+
+
+@pytest.fixture(scope="module")
+def broken_stack(tmp_path_factory, model_dir, s3_endpoint, redis_server) -> Stack:
+    """A worker whose storage is unreachable: every job is a server fault."""
+    from tests.helpers import free_port
+
+    st = new_stack(11, tmp_path_factory.mktemp("broken"), model_dir, s3_endpoint, SAMQ_MAX_ATTEMPTS="1")
+    try:
+        st.start_worker("wb", SAMQ_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+        st.start_gateway()
+        yield st
+    finally:
+        st.stop()

@@ -1,0 +1,50 @@
+# samq: one machine, nothing installed. `make run` to serve, `make test` to test.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.samq-installed
+PRESET ?=
+
+.PHONY: setup run test test-unit test-integration test-fault lint models bench clean
+
+# torch/torchvision first, pinned (they come from local disk on our machines), then samq, then sam2
+# without build isolation so it builds against that torch (no CUDA extension needed).
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip setuptools wheel
+	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(VENV)/bin/pip install -q -e '.[worker,dev]'
+	SAM2_BUILD_CUDA=0 $(VENV)/bin/pip install -q --no-build-isolation sam2==1.1.0
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(VENV)/bin/samq run
+
+test: setup
+	bash tests/ensure_redis.sh
+	$(PY) -m pytest tests -p no:cacheprovider
+
+test-unit: setup
+	$(PY) -m pytest tests/unit
+
+test-integration: setup
+	bash tests/ensure_redis.sh
+	$(PY) -m pytest tests/integration
+
+test-fault: setup
+	bash tests/ensure_redis.sh
+	$(PY) -m pytest tests/fault
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+models: setup
+	$(VENV)/bin/samq models download $(if $(PRESET),--preset $(PRESET))
+
+bench: setup
+	bash tests/ensure_redis.sh
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
