@@ -54,6 +54,7 @@ def accept(svc: Services, key: ApiKey, req: SegmentRequest, mode: str, extra: di
             svc.storage.put(fields["input_key"], data, fields["input_type"])
         svc.jobs.create(job_id, cost=reservation.cost, **fields)
         enqueue_segment(svc.celery, job_id)
+        svc.jobs.mark_sent(job_id)
     except Exception as exc:
         # Nothing may be lost: give the credits back and close the job if it was written.
         log.exception("could not accept job %s", job_id)

@@ -42,6 +42,16 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
 return attempt
 """
 
+CLAIM_UNSENT = """
+-- Take jobs that were recorded but never reached the broker (their gateway died in between).
+-- KEYS[1] the unsent sorted set
+-- ARGV[1] created before this time (epoch s)  ARGV[2] most to take
+-- Returns the job ids taken; whoever removes an id is the one who sends it
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do redis.call('ZREM', KEYS[1], id) end
+return ids
+"""
+
 FINISH = """
 -- Move a job to a terminal state and settle its credits, once.
 -- KEYS[1] job hash  KEYS[2] hold of the job  KEYS[3] credit balance of its key  KEYS[4] done channel
@@ -78,15 +88,26 @@ class JobStore:
         self.ttl_s = ttl_s
         self._start = client.register_script(START)
         self._finish = client.register_script(FINISH)
+        self._claim = client.register_script(CLAIM_UNSENT)
 
     def create(self, job_id: str, **fields: Any) -> None:
         """Write a new queued job with its retention TTL."""
         record = {"id": job_id, "status": JobStatus.QUEUED.value, "created_at": now_iso(), "attempts": 0}
         record.update(fields)
-        with self.client.pipeline() as pipe:
+        with self.client.pipeline() as pipe:  # MULTI: the record and its unsent mark exist together
             pipe.hset(names.job(job_id), mapping=_encode(record))
             pipe.expire(names.job(job_id), self.ttl_s)
+            pipe.zadd(names.UNSENT, {job_id: time.time()})
             pipe.execute()
+
+    def mark_sent(self, job_id: str) -> None:
+        """The broker has the job: it no longer needs rescuing."""
+        self.client.zrem(names.UNSENT, job_id)
+
+    def claim_unsent(self, older_than_s: float, limit: int = 100) -> list[str]:
+        """Ids of jobs recorded over `older_than_s` ago and never sent; each id is handed out once."""
+        ids = self._claim(keys=[names.UNSENT], args=[time.time() - older_than_s, limit])
+        return [i.decode() for i in ids]
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         """The job record, decoded, or None."""

@@ -48,3 +48,6 @@ def worker(hostname: str) -> str:
 
 
 WORKER_PATTERN = f"{PREFIX}:worker:*"
+
+# Sorted set (score: created time) of jobs recorded but not yet handed to the broker.
+UNSENT = f"{PREFIX}:unsent"

@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="attempts before a job ends failed and refunded")
     task_time_limit_s: int = Field(600, gt=0, description="hard limit for one inference task")
     visibility_timeout_s: int = Field(3600, gt=0, description="broker redelivery after a lost worker; > longest job")
+    resend_after_s: float = Field(30.0, gt=0, description="re-enqueue jobs recorded but never sent after this long")
     worker_heartbeat_s: float = Field(5.0, gt=0, description="how often workers announce themselves")
 
     # Fetching image URLs

@@ -20,7 +20,7 @@ log = logging.getLogger("samq.worker")
 def create_worker_app(settings: Settings) -> Celery:
     """A Celery app with samq's tasks, loading models when the worker is ready."""
     app = make_celery(settings)
-    rt = Runtime(settings)
+    rt = Runtime(settings, app)
     register_tasks(app, rt)
 
     @worker_ready.connect(weak=False)

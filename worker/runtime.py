@@ -9,9 +9,11 @@ import threading
 import time
 
 import redis
+from celery import Celery
 
 from shared import names
 from shared.jobs import JobStore
+from shared.queue import enqueue_segment
 from shared.settings import Settings
 from shared.storage import make_storage
 from worker.models.registry import Models, get_models
@@ -22,8 +24,9 @@ log = logging.getLogger(__name__)
 class Runtime:
     """Per-process worker state; nothing here touches the network or loads models at construction."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, celery: Celery) -> None:
         self.settings = settings
+        self.celery = celery
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.jobs = JobStore(self.redis, settings.job_ttl_s)
         self.storage = make_storage(settings)
@@ -43,12 +46,19 @@ class Runtime:
             while not self._stop.is_set():
                 try:
                     self.redis.set(key, info, ex=ttl)
+                    self.resend_unsent()
                 except redis.RedisError:
                     log.warning("heartbeat to Redis failed; retrying")
                 self._stop.wait(self.settings.worker_heartbeat_s)
             self.redis.delete(key)
 
         threading.Thread(target=beat, name="samq-heartbeat", daemon=True).start()
+
+    def resend_unsent(self) -> None:
+        """Send jobs whose gateway died between recording and enqueueing them (else they would wait forever)."""
+        for job_id in self.jobs.claim_unsent(self.settings.resend_after_s):
+            log.warning("job %s was recorded but never enqueued; sending it now", job_id)
+            enqueue_segment(self.celery, job_id)
 
     def stop_heartbeat(self) -> None:
         """Stop announcing (the key is deleted)."""

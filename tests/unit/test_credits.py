@@ -109,3 +109,16 @@ def test_finish_publishes_on_the_done_channel(keys, rclient):
     message = pubsub.get_message(timeout=2)
     assert message is not None and message["data"] == b"succeeded"
     pubsub.close()
+
+
+def test_unsent_jobs_are_claimed_once_and_only_when_old(keys, rclient):
+    import time
+
+    store, _, _ = _job(rclient, keys)
+    assert store.claim_unsent(older_than_s=60) == []  # too recent: its gateway may still be sending it
+    time.sleep(0.05)
+    assert store.claim_unsent(older_than_s=0.01) == ["job1"]
+    assert store.claim_unsent(older_than_s=0) == []
+    store.create("job2", key_id="k")
+    store.mark_sent("job2")
+    assert store.claim_unsent(older_than_s=0) == []

@@ -1,0 +1,26 @@
+"""A deployment to break: short visibility timeout so lost jobs come back quickly, large images allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.stack import Stack, new_stack
+
+
+@pytest.fixture(scope="session")
+def fault_models(tmp_path_factory):
+    return tmp_path_factory.mktemp("fault-models")
+
+
+@pytest.fixture
+def fault_stack(tmp_path_factory, fault_models, redis_server) -> Stack:
+    """Gateway + one worker (w1) on a fresh database; file storage; two attempts per job."""
+    st = new_stack(10, tmp_path_factory.mktemp("fault"), fault_models, None, SAMQ_VISIBILITY_TIMEOUT_S="2",
+                   SAMQ_MAX_ATTEMPTS="2", SAMQ_MAX_IMAGE_BYTES=str(64 * 1024 * 1024),
+                   SAMQ_MAX_IMAGE_PIXELS="60000000", SAMQ_RESEND_AFTER_S="3")
+    try:
+        st.start_worker("w1")
+        st.start_gateway()
+        yield st
+    finally:
+        st.stop()
