@@ -8,21 +8,14 @@ from typing import Any
 
 from gateway.services import Services
 from shared import names
-from shared.errors import InvalidRequest, NoCapacity, SamqError
+from shared.errors import NoCapacity, SamqError
 from shared.fetch import check_url
 from shared.images import decode_base64_field, inspect_image
 from shared.keys import ApiKey
 from shared.queue import enqueue_segment
-from shared.schemas import SegmentRequest
+from shared.schemas import SegmentRequest, check_inside
 
 log = logging.getLogger(__name__)
-
-
-def _check_points(req: SegmentRequest, width: int, height: int) -> None:
-    for name, points in (("coordinates", req.coordinates), ("remove_coordinates", req.remove_coordinates)):
-        for x, y in points:
-            if not (x < width and y < height):
-                raise InvalidRequest(f"'{name}' point [{x:g}, {y:g}] is outside the {width}x{height} image")
 
 
 def workers_alive(svc: Services) -> bool:
@@ -33,7 +26,7 @@ def workers_alive(svc: Services) -> bool:
 def accept(svc: Services, key: ApiKey, req: SegmentRequest, mode: str, extra: dict[str, Any] | None = None) -> dict:
     """Turn a validated request into a queued job; raises (charging nothing) when it cannot."""
     s = svc.settings
-    req.check(s.max_points)
+    req.check(s.max_points, s.max_boxes, s.max_objects)
     fields: dict[str, Any] = {"key_id": key.key_id, "mode": mode, "params": req.params(), **(extra or {})}
     data = None
     if req.is_url:
@@ -42,8 +35,7 @@ def accept(svc: Services, key: ApiKey, req: SegmentRequest, mode: str, extra: di
     else:
         data = decode_base64_field(req.image, s.max_image_bytes)
         info = inspect_image(data, s.max_image_bytes, s.max_image_pixels)
-        if req.prompt is None:
-            _check_points(req, info.width, info.height)
+        check_inside(fields["params"], info.width, info.height)
         fields.update(width=info.width, height=info.height, input_type=info.content_type)
 
     job_id = uuid.uuid4().hex

@@ -57,6 +57,7 @@ class Preset:
     files: tuple[FileSpec, ...] = ()
     random: bool = False  # built locally with random weights; masks mean nothing
     sam_overrides: tuple[str, ...] = field(default=())
+    dino_arch: str = "tiny"  # for random presets: "test" (0.45M params), "tiny" (Swin-T) or "base" (Swin-B)
 
 
 _SAM = {  # preset name: (config, file, sha256, size), pins from the official download script's files
@@ -91,7 +92,7 @@ _DINO = {  # detector: (revision, {file: (sha256, size)})
     }),
 }
 
-PRESET_NAMES = (*_SAM, "tiny-random")
+PRESET_NAMES = (*_SAM, "tiny-random", *(f"random-{name}" for name in _SAM))
 DETECTORS = tuple(_DINO)
 
 
@@ -100,8 +101,13 @@ def get_preset(name: str, detector: str = "tiny") -> Preset:
     if name == "tiny-random":
         return Preset(
             name=name, sam_config="configs/sam2.1/sam2.1_hiera_t.yaml", sam_checkpoint="tiny-random/sam2.pt",
-            dino_dir="tiny-random/grounding-dino", random=True, sam_overrides=TINY_SAM_OVERRIDES,
+            dino_dir="tiny-random/grounding-dino", random=True, sam_overrides=TINY_SAM_OVERRIDES, dino_arch="test",
         )
+    if name.startswith("random-") and name.removeprefix("random-") in _SAM and detector in _DINO:
+        # The real architecture with random weights: the real model's compute, for benchmarks without weights.
+        config = _SAM[name.removeprefix("random-")][0]
+        return Preset(name, f"configs/sam2.1/{config}", f"{name}/sam2.pt", f"{name}/grounding-dino-{detector}",
+                      random=True, dino_arch=detector)
     if name not in _SAM:
         raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
     if detector not in _DINO:

@@ -32,12 +32,20 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     s3_region: str = "us-east-1"
+    s3_public_endpoint_url: str | None = Field(
+        None, description="endpoint clients reach, for presigned URLs (default: s3_endpoint_url)"
+    )
+    presign_expires_s: int = Field(3600, gt=0, description="lifetime of presigned output URLs")
 
     # Models
     models: str = Field("large", description="model preset: tiny, small, base-plus, large, tiny-random")
     detector: str = Field("tiny", description="Grounding DINO size: tiny or base")
     model_dir: Path = Field(Path("models"), description="folder holding checkpoints")
     device: str = Field("auto", description="auto, cuda or cpu")
+    dtype: str = Field("auto", description="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16 or fp32")
+    compile: bool = Field(False, description="torch.compile the SAM 2 image encoder (GPU; slow first call)")
+    embed_cache_mb: int = Field(1024, ge=0, description="SAM 2 embedding cache per worker, MiB; 0 = off")
+    max_batch: int = Field(1, ge=1, le=64, description="images a worker may encode in one batched call")
     box_threshold: float = Field(0.35, ge=0, le=1, description="Grounding DINO box score threshold")
     text_threshold: float = Field(0.25, ge=0, le=1, description="Grounding DINO text score threshold")
 
@@ -46,6 +54,8 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest encoded image, bytes")
     max_image_pixels: int = Field(50_000_000, gt=0, description="largest image, width*height")
     max_points: int = Field(64, ge=1, description="most points (positive+negative) per request")
+    max_boxes: int = Field(64, ge=1, description="most boxes per request")
+    max_objects: int = Field(100, ge=1, description="most objects a text prompt may return")
     cost_per_job: int = Field(1, ge=0, description="credits charged per job")
     rate_limit_per_min: int = Field(600, ge=0, description="requests per key per minute; 0 = unlimited")
     job_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="how long job records and results are kept")

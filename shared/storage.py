@@ -20,6 +20,7 @@ class Storage(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
     def get(self, key: str) -> bytes: ...
     def ensure(self) -> None: ...
+    def presign(self, key: str, expires_s: int) -> str | None: ...
 
 
 class FileStorage:
@@ -53,13 +54,18 @@ class FileStorage:
         """Create the root directory."""
         self.root.mkdir(parents=True, exist_ok=True)
 
+    def presign(self, key: str, expires_s: int) -> str | None:
+        """Files have no URL of their own: the gateway serves them."""
+        return None
+
 
 class S3Storage:
     """Objects in one bucket of an S3-compatible server."""
 
-    def __init__(self, client, bucket: str) -> None:
+    def __init__(self, client, bucket: str, public_client=None) -> None:
         self.client = client
         self.bucket = bucket
+        self.public_client = public_client or client  # signs URLs for the endpoint clients can reach
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         """Upload one object."""
@@ -81,6 +87,12 @@ class S3Storage:
         except ClientError:
             self.client.create_bucket(Bucket=self.bucket)
 
+    def presign(self, key: str, expires_s: int) -> str | None:
+        """A time-limited GET URL (signed locally, no request is made)."""
+        return self.public_client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
+        )
+
 
 def make_storage(settings: Settings) -> Storage:
     """The storage backend named by the settings."""
@@ -88,13 +100,17 @@ def make_storage(settings: Settings) -> Storage:
     if url.scheme == "file":
         return FileStorage(Path(url.netloc + url.path))
     if url.scheme == "s3":
-        client = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint_url,
-            aws_access_key_id=settings.s3_access_key_id,
-            aws_secret_access_key=settings.s3_secret_access_key,
-            region_name=settings.s3_region,
-            config=Config(retries={"max_attempts": 3, "mode": "standard"}, s3={"addressing_style": "path"}),
-        )
-        return S3Storage(client, url.netloc or settings.s3_bucket)
+        def client(endpoint: str | None):
+            return boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                aws_access_key_id=settings.s3_access_key_id,
+                aws_secret_access_key=settings.s3_secret_access_key,
+                region_name=settings.s3_region,
+                config=Config(retries={"max_attempts": 3, "mode": "standard"}, s3={"addressing_style": "path"},
+                              signature_version="s3v4"),
+            )
+
+        public = client(settings.s3_public_endpoint_url) if settings.s3_public_endpoint_url else None
+        return S3Storage(client(settings.s3_endpoint_url), url.netloc or settings.s3_bucket, public)
     raise ValueError(f"unsupported storage URL {settings.storage!r} (use s3://BUCKET or file://DIR)")

@@ -1,4 +1,4 @@
-"""One job's inference: decoded image + params -> masks -> rendered output."""
+"""One job's inference: decoded image + params -> objects (label, score, box, mask) -> rendered outputs."""
 
 from __future__ import annotations
 
@@ -9,58 +9,124 @@ import numpy as np
 import torch
 from PIL import Image
 
-from shared.errors import InvalidRequest
-from worker import render
-from worker.models.dino import detect
-from worker.models.registry import Models
-from worker.models.sam import predict_boxes, predict_points
+from shared.schemas import check_inside
+from worker import export, render
+from worker.embedding import Embedder
+from worker.models.dino import Detector, detect
+
+
+@dataclass
+class Object:
+    """One segmented object."""
+
+    label: str
+    score: float  # detector score for text prompts, SAM's predicted IoU otherwise
+    mask: np.ndarray  # bool (H, W)
+    box: list[float] | None = None  # the prompt box (text/box prompts) or the mask's bounds
+    mask_score: float | None = None
 
 
 @dataclass
 class Outcome:
-    """What a job produced."""
+    """What a job produced: objects, rendered files, and how the embedding was obtained."""
 
-    jpeg: bytes
-    objects: list[dict[str, Any]] = field(default_factory=list)
-    found: int = 0  # objects with a non-empty mask
+    objects: list[Object]
+    files: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # output name -> (bytes, content type)
+    cache_hit: bool = False
+
+    @property
+    def found(self) -> int:
+        """Objects with a non-empty mask."""
+        return sum(1 for o in self.objects if o.mask.any())
 
 
-def check_points(points: list[list[float]], width: int, height: int, name: str) -> None:
-    """Every point must lie inside the displayed image."""
-    for x, y in points:
-        if not (0 <= x < width and 0 <= y < height):
-            raise InvalidRequest(f"'{name}' point [{x:g}, {y:g}] is outside the {width}x{height} image")
+@dataclass(frozen=True)
+class Thresholds:
+    """Worker-wide defaults, overridable per job."""
+
+    box: float
+    text: float
+    max_objects: int
+
+
+def _choose(masks: np.ndarray, scores: np.ndarray, multimask: bool | str | None) -> list[tuple[np.ndarray, float]]:
+    """From SAM's candidates (C, H, W) keep the best, or all of them for multimask='all'."""
+    if multimask == "all":
+        order = np.argsort(-scores)
+        return [(masks[i] > 0, float(scores[i])) for i in order]
+    best = int(np.argmax(scores))
+    return [(masks[best] > 0, float(scores[best]))]
+
+
+def _bounds(mask: np.ndarray) -> list[float] | None:
+    ys, xs = np.nonzero(mask)
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)] if len(xs) else None
 
 
 @torch.inference_mode()
-def segment(models: Models, image: Image.Image, params: dict[str, Any], box_threshold: float,
-            text_threshold: float) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
-    """Masks and object descriptions for a prompt or clicks."""
+def segment(embedder: Embedder, dino: Detector, image: Image.Image, params: dict[str, Any],
+            limits: Thresholds) -> tuple[list[Object], bool]:
+    """Objects for a text prompt, boxes, or clicks; and whether the embedding was cached."""
+    pixels = np.asarray(image)
+    predictor = embedder.predictor
+    multimask = params.get("multimask")
     if params.get("prompt"):
-        found = detect(models.dino, image, params["prompt"], box_threshold, text_threshold)
+        found = detect(dino, image, params["prompt"], params.get("box_threshold", limits.box),
+                       params.get("text_threshold", limits.text))
+        found = found[: min(params.get("max_objects", limits.max_objects), limits.max_objects)]
         if not found:
-            return [], []
-        models.sam.set_image(np.asarray(image))
-        masks, scores = predict_boxes(models.sam, np.array([d.box for d in found]))
-        objects = [
-            {"label": d.label, "score": round(d.score, 4), "mask_score": round(float(s), 4),
-             "box": [round(v, 1) for v in d.box]}
-            for d, s in zip(found, scores, strict=True)
-        ]
-        return list(masks), objects
-    positive, negative = params.get("coordinates", []), params.get("remove_coordinates", [])
-    check_points(positive, image.width, image.height, "coordinates")
-    check_points(negative, image.width, image.height, "remove_coordinates")
-    models.sam.set_image(np.asarray(image))
-    mask, score = predict_points(models.sam, positive, negative)
-    ys, xs = np.nonzero(mask)
-    box = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)] if len(xs) else None
-    return [mask], [{"label": "points", "score": round(score, 4), "box": box}]
+            return [], False
+        hit = embedder.set_image(pixels)
+        with embedder.precision():
+            masks, scores, _ = predictor.predict(box=np.array([d.box for d in found], dtype=np.float32),
+                                                 multimask_output=bool(multimask))
+        masks, scores = masks.reshape(len(found), -1, *masks.shape[-2:]), scores.reshape(len(found), -1)
+        objects = [Object(d.label, round(d.score, 4), m, [round(v, 1) for v in d.box], round(s, 4))
+                   for d, ms, ss in zip(found, masks, scores, strict=True) for m, s in _choose(ms, ss, multimask)]
+        return objects, hit
+
+    check_inside(params, image.width, image.height)
+    points, labels, boxes = params.get("points", []), params.get("labels", []), params.get("boxes", [])
+    hit = embedder.set_image(pixels)
+    coords = np.array(points, dtype=np.float32) if points else None
+    point_labels = np.array(labels, dtype=np.int32) if points else None
+    if boxes:
+        box_array = np.array(boxes, dtype=np.float32)
+        with embedder.precision():  # several boxes go through SAM 2 in one batched call
+            masks, scores, _ = predictor.predict(point_coords=coords, point_labels=point_labels,
+                                                 box=box_array if len(boxes) > 1 else box_array[0],
+                                                 multimask_output=bool(multimask))
+        masks, scores = masks.reshape(len(boxes), -1, *masks.shape[-2:]), scores.reshape(len(boxes), -1)
+        return [Object("box", round(s, 4), m, [round(v, 1) for v in box])
+                for box, ms, ss in zip(boxes, masks, scores, strict=True) for m, s in _choose(ms, ss, multimask)], hit
+    # One click is ambiguous: ask for three candidates and keep the best, as SAM's authors advise.
+    wanted = multimask if multimask is not None else len(points) == 1
+    with embedder.precision():
+        masks, scores, _ = predictor.predict(point_coords=coords, point_labels=point_labels,
+                                             multimask_output=bool(wanted))
+    return [Object("points", round(s, 4), m, _bounds(m)) for m, s in _choose(masks, scores, wanted)], hit
 
 
-def run(models: Models, image: Image.Image, params: dict[str, Any], box_threshold: float,
-        text_threshold: float) -> Outcome:
-    """Segment and render the drop-in output (overlay or mask JPEG, the input's displayed size)."""
-    masks, objects = segment(models, image, params, box_threshold, text_threshold)
-    picture = render.overlay(image, masks) if params.get("overlay_mask", True) else render.mask_image(image.size, masks)
-    return Outcome(render.to_jpeg(picture), objects, sum(1 for m in masks if m.any()))
+def render_outputs(image: Image.Image, objects: list[Object], params: dict[str, Any]) -> dict[str, tuple[bytes, str]]:
+    """Every requested output, encoded."""
+    masks = [o.mask for o in objects]
+    files: dict[str, tuple[bytes, str]] = {}
+    for name in params.get("outputs", ["overlay_jpeg"]):
+        if name == "overlay_jpeg":
+            files[name] = (render.to_jpeg(render.overlay(image, masks)), "image/jpeg")
+        elif name == "mask_jpeg":
+            files[name] = (render.to_jpeg(render.mask_image(image.size, masks)), "image/jpeg")
+        elif name == "mask_png":
+            files[name] = (render.to_png(render.label_image(image.size, masks)), "image/png")
+        elif name == "cutout_png":
+            files[name] = (render.to_png(render.cutout(image, masks)), "image/png")
+        elif name == "json":
+            files[name] = (export.objects_json(image.size, objects, params.get("polygons", False)), "application/json")
+    return files
+
+
+def run(embedder: Embedder, dino: Detector, image: Image.Image, params: dict[str, Any],
+        limits: Thresholds) -> Outcome:
+    """Segment and render."""
+    objects, hit = segment(embedder, dino, image, params, limits)
+    return Outcome(objects, render_outputs(image, objects, params), hit)

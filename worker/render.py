@@ -49,3 +49,28 @@ def to_jpeg(image: Image.Image, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     image.convert("RGB").save(buf, "JPEG", quality=quality)
     return buf.getvalue()
+
+
+def label_image(size: tuple[int, int], masks: list[np.ndarray]) -> Image.Image:
+    """Single channel: 0 background, i+1 for object i; where objects overlap the earlier (better) one wins."""
+    dtype = np.uint8 if len(masks) < 256 else np.uint16
+    labels = np.zeros((size[1], size[0]), dtype=dtype)
+    for i in range(len(masks) - 1, -1, -1):
+        labels[masks[i]] = i + 1
+    return Image.fromarray(labels)
+
+
+def cutout(image: Image.Image, masks: list[np.ndarray]) -> Image.Image:
+    """RGBA: the image where any mask is, transparent elsewhere."""
+    alpha = np.zeros((image.height, image.width), dtype=bool)
+    for mask in masks:
+        alpha |= mask
+    rgba = np.dstack([np.asarray(image.convert("RGB")), np.where(alpha, 255, 0).astype(np.uint8)])
+    return Image.fromarray(rgba, "RGBA")
+
+
+def to_png(image: Image.Image) -> bytes:
+    """Encode as PNG (lossless: mask values survive)."""
+    buf = io.BytesIO()
+    image.save(buf, "PNG", optimize=False, compress_level=6)
+    return buf.getvalue()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import Celery, Task
+from PIL import Image
 
 from shared import names
 from shared.errors import NotFound, SamqError
@@ -18,13 +19,17 @@ log = logging.getLogger(__name__)
 RETRY_BACKOFF_S = (2, 10, 30)
 
 
-def result_key(job_id: str, name: str = "overlay.jpg") -> str:
-    """Where a job's output lives in storage."""
-    return f"results/{job_id}/{name}"
+FILE_NAMES = {"overlay_jpeg": "overlay.jpg", "mask_jpeg": "mask.jpg", "mask_png": "mask.png",
+              "cutout_png": "cutout.png", "json": "objects.json"}
 
 
-def run_job(rt: Runtime, job: dict) -> pipeline.Outcome:
-    """Load the input, run the models, store the output."""
+def result_key(job_id: str, output: str) -> str:
+    """Where one of a job's outputs lives in storage."""
+    return f"results/{job_id}/{FILE_NAMES[output]}"
+
+
+def load_input(rt: Runtime, job: dict) -> Image.Image:
+    """The job's image as displayed: fetched (URL) or read from storage, decoded, EXIF-oriented."""
     s = rt.settings
     if job.get("input_url"):
         data = fetch(job["input_url"], s.max_image_bytes, s.fetch_timeout_s, s.allowed_fetch_hosts)
@@ -33,10 +38,28 @@ def run_job(rt: Runtime, job: dict) -> pipeline.Outcome:
             data = rt.storage.get(job["input_key"])
         except NotFound as exc:  # our fault, not the client's: a server error, retried
             raise SamqError(f"the stored input of job {job['id']} is missing") from exc
-    image = load_rgb(data, s.max_image_bytes, s.max_image_pixels)
-    outcome = pipeline.run(rt.models(), image, job["params"], s.box_threshold, s.text_threshold)
-    rt.storage.put(result_key(job["id"]), outcome.jpeg, "image/jpeg")
-    return outcome
+    return load_rgb(data, s.max_image_bytes, s.max_image_pixels)
+
+
+def run_job(rt: Runtime, job: dict) -> tuple[pipeline.Outcome, dict]:
+    """Load the input, run the models, store every output; returns the outcome and the outputs' index."""
+    s = rt.settings
+    models = rt.models()
+    limits = pipeline.Thresholds(s.box_threshold, s.text_threshold, s.max_objects)
+    outcome = pipeline.run(models.embedder, models.dino, load_input(rt, job), job["params"], limits)
+    index = {}
+    for name, (data, content_type) in outcome.files.items():
+        rt.storage.put(result_key(job["id"], name), data, content_type)
+        index[name] = {"key": result_key(job["id"], name), "content_type": content_type, "bytes": len(data)}
+    return outcome, index
+
+
+def summary(obj: pipeline.Object) -> dict:
+    """An object as shown on the job (the masks themselves are in the outputs)."""
+    out = {"label": obj.label, "score": obj.score, "box": obj.box, "area": int(obj.mask.sum())}
+    if obj.mask_score is not None:
+        out["mask_score"] = obj.mask_score
+    return out
 
 
 def register_tasks(app: Celery, rt: Runtime) -> None:
@@ -56,7 +79,7 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
             store.fail(job, "too_many_attempts", f"the job failed {-attempt - 1} attempts", 500)
             return
         try:
-            outcome = run_job(rt, job)
+            outcome, outputs = run_job(rt, job)
         except SamqError as exc:
             if exc.status >= 500 and attempt < rt.settings.max_attempts:
                 raise self.retry(countdown=RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S)) - 1]) from exc
@@ -70,7 +93,6 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
             store.fail(job, "internal_error", f"inference failed: {exc.__class__.__name__}", 500)
             return
         store.finish(
-            job, JobStatus.SUCCEEDED, objects=outcome.objects, objects_found=outcome.found,
-            outputs={"overlay_jpeg" if job["params"].get("overlay_mask", True) else "mask_jpeg":
-                     {"key": result_key(job_id), "content_type": "image/jpeg"}},
+            job, JobStatus.SUCCEEDED, objects=[summary(o) for o in outcome.objects], objects_found=outcome.found,
+            outputs=outputs, embedding="cached" if outcome.cache_hit else "computed",
         )

@@ -6,7 +6,18 @@ from typing import Any
 
 from flask import url_for
 
+from gateway.services import services
 from shared.jobs import JobStatus
+
+
+def output_urls(job: dict[str, Any]) -> dict[str, str]:
+    """Where each output can be downloaded: presigned storage URLs, else the gateway's result route."""
+    svc = services()
+    urls = {}
+    for name, output in job.get("outputs", {}).items():
+        urls[name] = svc.storage.presign(output["key"], svc.settings.presign_expires_s) or url_for(
+            "jobs.get_result", job_id=job["id"], output=name, _external=True)
+    return urls
 
 
 def job_view(job: dict[str, Any]) -> dict[str, Any]:
@@ -18,6 +29,7 @@ def job_view(job: dict[str, Any]) -> dict[str, Any]:
     urls = {"self": url_for("jobs.get_job", job_id=job["id"], _external=True)}
     if status is JobStatus.SUCCEEDED:
         urls["result"] = url_for("jobs.get_result", job_id=job["id"], _external=True)
+        urls["outputs"] = output_urls(job)
     return {
         "id": job["id"],
         "status": status.value,
@@ -28,7 +40,8 @@ def job_view(job: dict[str, Any]) -> dict[str, Any]:
         "error": error,
         "objects": job.get("objects", []),
         "objects_found": int(job["objects_found"]) if "objects_found" in job else None,
-        "outputs": sorted(job.get("outputs", {})),
+        "outputs": list(job.get("outputs", {})),
+        "embedding": job.get("embedding"),
         "metadata": job.get("metadata"),
         "urls": urls,
     }

@@ -52,7 +52,7 @@ def test_submit_poll_result(stack, key):
 def test_coordinates_job_with_mask_output(stack, key):
     r = stack.post("/v1/jobs", {"image": b64(ROCKET_JPG), "coordinates": "[320,200]", "overlay_mask": False}, key)
     final, _ = _poll(stack, key, r.json()["id"])
-    assert final["status"] == "succeeded" and final["outputs"] == ["mask_jpeg"]
+    assert final["status"] == "succeeded" and final["outputs"] == ["mask_jpeg", "json"]
     assert final["objects"][0]["label"] == "points"
 
 

@@ -105,3 +105,21 @@ def test_nan_is_not_finite_guard():
     with pytest.raises(ValueError, match="finite"):
         parse_points([float("nan"), 1.0])
     assert not math.isfinite(float("inf"))
+
+
+def test_boxes_multimask_outputs_and_labels():
+    from shared.schemas import parse_boxes, parse_multimask
+
+    assert parse_boxes("[1,2,3,4]") == [(1.0, 2.0, 3.0, 4.0)]
+    assert parse_boxes([[1, 2, 3, 4], [0, 0, 9, 9]]) == [(1.0, 2.0, 3.0, 4.0), (0.0, 0.0, 9.0, 9.0)]
+    for bad in ("[1,2,3]", [[3, 3, 1, 1]], [[1, 2, 3, float("inf")]], "nope", [[-1, 0, 3, 3]]):
+        with pytest.raises(ValueError):
+            parse_boxes(bad)
+    assert [parse_multimask(v) for v in (None, "all", "ALL", "true", 0)] == [None, "all", "all", True, False]
+    req = parse_body(JobRequest, {"image": "a", "coordinates": [[1, 1], [2, 2]], "point_labels": [1, 0],
+                                  "remove_coordinates": "[3,3]", "outputs": "json, mask_png,json"})
+    req.check(10)
+    assert req.params()["points"] == [[1, 1], [2, 2], [3, 3]] and req.params()["labels"] == [1, 0, 0]
+    assert req.params()["outputs"] == ["json", "mask_png"]
+    default = parse_body(JobRequest, {"image": "a", "prompt": "Boy. Dog", "overlay_mask": False})
+    assert default.params()["outputs"] == ["mask_jpeg", "json"]

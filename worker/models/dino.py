@@ -61,23 +61,38 @@ def load_dino(folder: Path, device: str) -> Detector:
     return Detector(model, processor, device)
 
 
-def build_random_dino(folder: Path, seed: int = 0) -> None:
-    """Save a 0.45M-parameter random Grounding DINO (and tokenizer) in Hugging Face format."""
-    torch.manual_seed(seed)
-    vocab = {word: i for i, word in enumerate(_TINY_WORDS)}
-    config = GroundingDinoConfig(
+def _config(arch: str, vocab_size: int) -> GroundingDinoConfig:
+    if arch == "tiny":  # transformers' defaults are Grounding DINO-T (Swin-T, BERT-base text encoder)
+        return GroundingDinoConfig()
+    if arch == "base":
+        return GroundingDinoConfig(backbone_config=SwinConfig(
+            embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12,
+            out_features=["stage2", "stage3", "stage4"]))
+    return GroundingDinoConfig(
         backbone_config=SwinConfig(
             embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], out_features=["stage2", "stage3", "stage4"]
         ),
         text_config=BertConfig(
-            vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+            vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
         ),
         d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
         encoder_attention_heads=2, decoder_attention_heads=2, num_queries=20, max_text_len=64,
     )
-    model = GroundingDinoForObjectDetection(config)
+
+
+def build_random_dino(folder: Path, arch: str = "test", seed: int = 0) -> None:
+    """Save a random Grounding DINO (and a small tokenizer) in Hugging Face format.
+
+    arch "test" is 0.45M parameters for tests; "tiny"/"base" are the real architectures (real compute).
+    """
+    torch.manual_seed(seed)
+    vocab = {word: i for i, word in enumerate(_TINY_WORDS)}
+    model = GroundingDinoForObjectDetection(_config(arch, len(vocab)))
     tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True)
-    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 320, "longest_edge": 480})
+    # The test model sees small images (fast); real architectures keep the real pre-processing (800 px).
+    size = {"shortest_edge": 320, "longest_edge": 480} if arch == "test" else {"shortest_edge": 800,
+                                                                               "longest_edge": 1333}
+    image_processor = GroundingDinoImageProcessor(size=size)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)

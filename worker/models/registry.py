@@ -1,10 +1,13 @@
-"""Pick the device, build test weights when asked, and load the preset's models once per process."""
+"""Pick device and precision, build random weights when asked, load the preset's models once per process."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from sam2.sam2_image_predictor import SAM2ImagePredictor
@@ -12,13 +15,15 @@ from sam2.sam2_image_predictor import SAM2ImagePredictor
 from shared.errors import ModelsMissing
 from shared.models import Preset, get_preset, missing_files
 from shared.settings import Settings
+from worker.embedding import Embedder, EmbeddingCache
 from worker.models.dino import Detector, build_random_dino, load_dino
 from worker.models.sam import build_random_sam, load_sam
 
 log = logging.getLogger(__name__)
 RANDOM_WARNING = (
-    "SAMQ_MODELS=%s uses RANDOM WEIGHTS: its masks and boxes mean nothing. For tests and smoke runs only."
+    "SAMQ_MODELS=%s uses RANDOM WEIGHTS: its masks and boxes mean nothing. For tests and benchmarks only."
 )
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 @dataclass
@@ -27,8 +32,10 @@ class Models:
 
     preset: Preset
     device: str
+    dtype: torch.dtype
     sam: SAM2ImagePredictor
     dino: Detector
+    embedder: Embedder
 
 
 def resolve_device(setting: str) -> str:
@@ -37,7 +44,25 @@ def resolve_device(setting: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if setting == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("SAMQ_DEVICE=cuda but no CUDA device is available")
+    if setting not in ("cuda", "cpu"):
+        raise ValueError(f"SAMQ_DEVICE must be auto, cuda or cpu, not {setting!r}")
     return setting
+
+
+def resolve_dtype(setting: str, device: str) -> torch.dtype:
+    """auto -> bf16 on CUDA, fp32 on CPU."""
+    if setting == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    if setting not in DTYPES:
+        raise ValueError(f"SAMQ_DTYPE must be auto, bf16, fp16 or fp32, not {setting!r}")
+    return DTYPES[setting]
+
+
+def precision(device: str, dtype: torch.dtype) -> Callable[[], AbstractContextManager]:
+    """A context factory running SAM 2 at the chosen precision (weights stay fp32; autocast does the rest)."""
+    if dtype == torch.float32:
+        return nullcontext
+    return partial(torch.autocast, device_type=device, dtype=dtype)
 
 
 def ensure_random_weights(preset: Preset, settings: Settings) -> None:
@@ -46,7 +71,7 @@ def ensure_random_weights(preset: Preset, settings: Settings) -> None:
     if not ckpt.is_file():
         build_random_sam(preset.sam_config, ckpt, preset.sam_overrides)
     if not (settings.model_dir / preset.dino_dir / "config.json").is_file():
-        build_random_dino(settings.model_dir / preset.dino_dir)
+        build_random_dino(settings.model_dir / preset.dino_dir, preset.dino_arch)
 
 
 def load_models(settings: Settings) -> Models:
@@ -56,12 +81,17 @@ def load_models(settings: Settings) -> Models:
         log.warning(RANDOM_WARNING, preset.name)
         ensure_random_weights(preset, settings)
     elif missing := missing_files(preset, settings.model_dir):
-        raise ModelsMissing("missing model files: " + ", ".join(map(str, missing)) + "; run `make models`")
+        raise ModelsMissing("missing or incomplete model files: " + ", ".join(map(str, missing))
+                            + "; run `make models`")
     device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
     sam = load_sam(preset.sam_config, settings.model_dir / preset.sam_checkpoint, device, preset.sam_overrides)
+    if settings.compile:
+        sam.model.image_encoder = torch.compile(sam.model.image_encoder, mode="max-autotune", dynamic=False)
     dino = load_dino(settings.model_dir / preset.dino_dir, device)
-    log.info("models loaded: preset %s on %s", preset.name, device)
-    return Models(preset, device, sam, dino)
+    embedder = Embedder(sam, EmbeddingCache(settings.embed_cache_mb * 1024 * 1024), precision(device, dtype))
+    log.info("models loaded: preset %s on %s (%s)", preset.name, device, str(dtype).removeprefix("torch."))
+    return Models(preset, device, dtype, sam, dino, embedder)
 
 
 _lock = threading.Lock()

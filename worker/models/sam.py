@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 from sam2.build_sam import build_sam2
 from sam2.sam2_image_predictor import SAM2ImagePredictor
@@ -31,24 +30,3 @@ def build_random_sam(config: str, checkpoint: Path, overrides: tuple[str, ...], 
     torch.save({"model": model.state_dict()}, tmp)
     tmp.replace(checkpoint)
     log.info("built random SAM 2 checkpoint %s (%d params)", checkpoint, sum(p.numel() for p in model.parameters()))
-
-
-def predict_points(
-    predictor: SAM2ImagePredictor, positive: list[list[float]], negative: list[list[float]]
-) -> tuple[np.ndarray, float]:
-    """One object from clicks (image already set): returns a bool mask (H, W) and its score."""
-    coords = np.array(positive + negative, dtype=np.float32)
-    labels = np.array([1] * len(positive) + [0] * len(negative), dtype=np.int32)
-    # One click is ambiguous: ask for three masks and keep the best, as SAM's authors advise.
-    multimask = len(coords) == 1
-    masks, scores, _ = predictor.predict(point_coords=coords, point_labels=labels, multimask_output=multimask)
-    best = int(np.argmax(scores))
-    return masks[best] > 0, float(scores[best])
-
-
-def predict_boxes(predictor: SAM2ImagePredictor, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One mask per box in one batched call: returns bool masks (N, H, W) and scores (N,)."""
-    masks, scores, _ = predictor.predict(box=boxes.astype(np.float32), multimask_output=False)
-    if masks.ndim == 3:  # a single box comes back without the batch axis
-        masks, scores = masks[None], np.atleast_1d(scores)[None]
-    return masks[:, 0] > 0, scores.reshape(len(boxes), -1)[:, 0]

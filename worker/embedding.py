@@ -1,0 +1,137 @@
+"""SAM 2 image embeddings: computed once per distinct image, kept in a byte-bounded LRU, batched when asked."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+
+def image_key(pixels: np.ndarray) -> str:
+    """SHA-256 of the decoded pixels and their shape: the same picture in any file format hits."""
+    digest = hashlib.sha256(str(pixels.shape).encode())
+    digest.update(np.ascontiguousarray(pixels).data)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """What SAM2ImagePredictor.set_image computes for one image."""
+
+    image_embed: torch.Tensor
+    high_res_feats: tuple[torch.Tensor, ...]
+    orig_hw: tuple[int, int]
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the tensors."""
+        return sum(t.numel() * t.element_size() for t in (self.image_embed, *self.high_res_feats))
+
+
+class EmbeddingCache:
+    """Least-recently-used embeddings, bounded by total bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[str, Embedding] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Embedding | None:
+        """The embedding for a key, marking it recently used."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._entries
+
+    def put(self, key: str, entry: Embedding) -> None:
+        """Store an embedding, evicting the least recently used past the byte bound."""
+        if entry.nbytes > self.max_bytes:
+            return  # larger than the whole cache (or the cache is off)
+        with self._lock:
+            if key in self._entries:
+                self.bytes -= self._entries.pop(key).nbytes
+            self._entries[key] = entry
+            self.bytes += entry.nbytes
+            while self.bytes > self.max_bytes:
+                _, old = self._entries.popitem(last=False)
+                self.bytes -= old.nbytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Embedder:
+    """Sets images on a SAM 2 predictor, from the cache when it can; counts image-encoder runs."""
+
+    def __init__(self, predictor: SAM2ImagePredictor, cache: EmbeddingCache,
+                 precision: Callable[[], AbstractContextManager] = nullcontext) -> None:
+        self.predictor = predictor
+        self.cache = cache
+        self.precision = precision
+        self.encoder_calls = 0
+
+    def set_image(self, pixels: np.ndarray) -> bool:
+        """Make `pixels` the predictor's current image; True when the embedding came from the cache."""
+        key = image_key(pixels)
+        entry = self.cache.get(key)
+        if entry is None:
+            with torch.inference_mode(), self.precision():
+                self.predictor.set_image(pixels)
+            self.encoder_calls += 1
+            features = self.predictor._features
+            entry = Embedding(features["image_embed"], tuple(features["high_res_feats"]), tuple(pixels.shape[:2]))
+            self.cache.put(key, entry)
+            return False
+        self._restore(entry)
+        return True
+
+    def prefill(self, images: list[np.ndarray]) -> int:
+        """Encode the images not yet cached in one batched call; returns how many were encoded."""
+        if self.cache.max_bytes <= 0:
+            return 0  # nowhere to keep them
+        todo = {}
+        for pixels in images:
+            key = image_key(pixels)
+            if key not in self.cache and key not in todo:
+                todo[key] = pixels
+        if not todo:
+            return 0
+        with torch.inference_mode(), self.precision():
+            self.predictor.set_image_batch(list(todo.values()))
+        self.encoder_calls += 1
+        features = self.predictor._features
+        for i, (key, pixels) in enumerate(todo.items()):
+            # clone: a slice would keep the whole batch's storage alive in the cache
+            entry = Embedding(features["image_embed"][i : i + 1].clone(),
+                              tuple(f[i : i + 1].clone() for f in features["high_res_feats"]),
+                              tuple(pixels.shape[:2]))
+            self.cache.put(key, entry)
+        self.predictor.reset_predictor()
+        return len(todo)
+
+    def _restore(self, entry: Embedding) -> None:
+        # The same state set_image leaves behind (ML-NOTES: restored features give bit-identical masks).
+        p = self.predictor
+        p.reset_predictor()
+        p._features = {"image_embed": entry.image_embed, "high_res_feats": list(entry.high_res_feats)}
+        p._orig_hw = [entry.orig_hw]
+        p._is_image_set = True
+        p._is_batch = False
