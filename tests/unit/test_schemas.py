@@ -53,7 +53,7 @@ def test_parse_bool_rejects(value):
 def test_segment_request_defaults_match_the_hosted_api():
     req = parse_body(SegmentRequest, {"image": "abc", "prompt": "boy"})
     assert req.overlay_mask is True and req.base64 is False
-    assert req.params() == {"prompt": "boy", "overlay_mask": True}
+    assert req.params() == {"prompt": "boy", "overlay_mask": True, "outputs": ["overlay_jpeg"]}
 
 
 def test_prompt_wins_over_coordinates():
