@@ -39,14 +39,15 @@ def accept(svc: Services, key: ApiKey, req: SegmentRequest, mode: str, extra: di
         fields.update(width=info.width, height=info.height, input_type=info.content_type)
 
     job_id = uuid.uuid4().hex
+    queue = names.QUEUE_NORMAL  # priorities come with their own issue; workers already read high first
     reservation = svc.credits.reserve(key.key_id, job_id, s.cost_per_job, s.job_ttl_s)
     try:
         if data is not None:
             fields["input_key"] = f"inputs/{job_id}"
             svc.storage.put(fields["input_key"], data, fields["input_type"])
-        svc.jobs.create(job_id, cost=reservation.cost, **fields)
-        enqueue_segment(svc.celery, job_id)
-        svc.jobs.mark_sent(job_id)
+        svc.jobs.create(job_id, cost=reservation.cost, queue=queue, **fields)
+        enqueue_segment(svc.celery, job_id, queue)
+        svc.jobs.mark_sent(job_id, queue)
     except Exception as exc:
         # Nothing may be lost: give the credits back and close the job if it was written.
         log.exception("could not accept job %s", job_id)

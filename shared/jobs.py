@@ -30,11 +30,12 @@ class JobStatus(StrEnum):
 
 START = """
 -- A worker takes a job: queued|running -> running, counting the attempt.
--- KEYS[1] job hash
--- ARGV[1] now (ISO)  ARGV[2] max attempts
+-- KEYS[1] job hash  KEYS[2] waiting set of its queue
+-- ARGV[1] now (ISO)  ARGV[2] max attempts  ARGV[3] job id
 -- Returns the attempt number; 0 when the job is missing or terminal;
 -- minus the attempt number when it is past max attempts (the caller fails it)
 local status = redis.call('HGET', KEYS[1], 'status')
+redis.call('ZREM', KEYS[2], ARGV[3])
 if not status or status == 'succeeded' or status == 'failed' or status == 'canceled' then return 0 end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 if attempt > tonumber(ARGV[2]) then return -attempt end
@@ -100,9 +101,21 @@ class JobStore:
             pipe.zadd(names.UNSENT, {job_id: time.time()})
             pipe.execute()
 
-    def mark_sent(self, job_id: str) -> None:
-        """The broker has the job: it no longer needs rescuing."""
-        self.client.zrem(names.UNSENT, job_id)
+    def mark_sent(self, job_id: str, queue: str) -> None:
+        """The broker has the job: it no longer needs rescuing, and now waits in `queue`."""
+        with self.client.pipeline() as pipe:
+            pipe.zrem(names.UNSENT, job_id)
+            pipe.zadd(names.waiting(queue), {job_id: time.time()}, nx=True)
+            pipe.execute()
+
+    def peek_waiting(self, queues: tuple[str, ...], limit: int) -> list[str]:
+        """Up to `limit` job ids next in line, in the order workers take them (queues in priority order)."""
+        ids: list[str] = []
+        for queue in queues:
+            if len(ids) >= limit:
+                break
+            ids += [i.decode() for i in self.client.zrange(names.waiting(queue), 0, limit - len(ids) - 1)]
+        return ids
 
     def claim_unsent(self, older_than_s: float, limit: int = 100) -> list[str]:
         """Ids of jobs recorded over `older_than_s` ago and never sent; each id is handed out once."""
@@ -114,9 +127,10 @@ class JobStore:
         raw = self.client.hgetall(names.job(job_id))
         return _decode(raw) if raw else None
 
-    def start(self, job_id: str, max_attempts: int) -> int:
+    def start(self, job_id: str, max_attempts: int, queue: str = names.QUEUE_NORMAL) -> int:
         """Mark running and count the attempt (see START for the return value)."""
-        return int(self._start(keys=[names.job(job_id)], args=[now_iso(), max_attempts]))
+        keys = [names.job(job_id), names.waiting(queue)]
+        return int(self._start(keys=keys, args=[now_iso(), max_attempts, job_id]))
 
     def finish(self, job: dict[str, Any], status: JobStatus, **fields: Any) -> bool:
         """Move to a terminal state; succeeded commits the hold, anything else refunds it."""

@@ -51,3 +51,8 @@ WORKER_PATTERN = f"{PREFIX}:worker:*"
 
 # Sorted set (score: created time) of jobs recorded but not yet handed to the broker.
 UNSENT = f"{PREFIX}:unsent"
+
+
+def waiting(queue: str) -> str:
+    """Sorted set (score: enqueue time) of jobs sent to `queue` and not yet started, in broker order."""
+    return f"{PREFIX}:waiting:{queue}"

@@ -57,8 +57,13 @@ class Runtime:
     def resend_unsent(self) -> None:
         """Send jobs whose gateway died between recording and enqueueing them (else they would wait forever)."""
         for job_id in self.jobs.claim_unsent(self.settings.resend_after_s):
+            job = self.jobs.get(job_id)
+            if job is None:
+                continue
             log.warning("job %s was recorded but never enqueued; sending it now", job_id)
-            enqueue_segment(self.celery, job_id)
+            queue = job.get("queue", names.QUEUE_NORMAL)
+            enqueue_segment(self.celery, job_id, queue)
+            self.jobs.mark_sent(job_id, queue)
 
     def stop_heartbeat(self) -> None:
         """Stop announcing (the key is deleted)."""

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 
 from celery import Celery, Task
-from PIL import Image
 
 from shared import names
-from shared.errors import NotFound, SamqError
-from shared.fetch import fetch
-from shared.images import load_rgb
+from shared.errors import SamqError
 from shared.jobs import JobStatus
 from worker import pipeline
+from worker.batching import prefill_batch
+from worker.inputs import load_input
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -28,30 +27,19 @@ def result_key(job_id: str, output: str) -> str:
     return f"results/{job_id}/{FILE_NAMES[output]}"
 
 
-def load_input(rt: Runtime, job: dict) -> Image.Image:
-    """The job's image as displayed: fetched (URL) or read from storage, decoded, EXIF-oriented."""
-    s = rt.settings
-    if job.get("input_url"):
-        data = fetch(job["input_url"], s.max_image_bytes, s.fetch_timeout_s, s.allowed_fetch_hosts)
-    else:
-        try:
-            data = rt.storage.get(job["input_key"])
-        except NotFound as exc:  # our fault, not the client's: a server error, retried
-            raise SamqError(f"the stored input of job {job['id']} is missing") from exc
-    return load_rgb(data, s.max_image_bytes, s.max_image_pixels)
-
-
-def run_job(rt: Runtime, job: dict) -> tuple[pipeline.Outcome, dict]:
-    """Load the input, run the models, store every output; returns the outcome and the outputs' index."""
+def run_job(rt: Runtime, job: dict) -> tuple[pipeline.Outcome, dict, int]:
+    """Load the input, run the models, store every output; returns the outcome, outputs' index, batch size."""
     s = rt.settings
     models = rt.models()
     limits = pipeline.Thresholds(s.box_threshold, s.text_threshold, s.max_objects)
-    outcome = pipeline.run(models.embedder, models.dino, load_input(rt, job), job["params"], limits)
+    image = load_input(rt, job)
+    batch = prefill_batch(rt, models.embedder, job, image)
+    outcome = pipeline.run(models.embedder, models.dino, image, job["params"], limits)
     index = {}
     for name, (data, content_type) in outcome.files.items():
         rt.storage.put(result_key(job["id"], name), data, content_type)
         index[name] = {"key": result_key(job["id"], name), "content_type": content_type, "bytes": len(data)}
-    return outcome, index
+    return outcome, index, batch
 
 
 def summary(obj: pipeline.Object) -> dict:
@@ -72,14 +60,14 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
         if job is None:
             log.warning("job %s expired or unknown; dropping", job_id)
             return
-        attempt = store.start(job_id, rt.settings.max_attempts)
+        attempt = store.start(job_id, rt.settings.max_attempts, job.get("queue", names.QUEUE_NORMAL))
         if attempt == 0:
             return  # already terminal (canceled, or finished before a redelivery)
         if attempt < 0:
             store.fail(job, "too_many_attempts", f"the job failed {-attempt - 1} attempts", 500)
             return
         try:
-            outcome, outputs = run_job(rt, job)
+            outcome, outputs, batch = run_job(rt, job)
         except SamqError as exc:
             if exc.status >= 500 and attempt < rt.settings.max_attempts:
                 raise self.retry(countdown=RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S)) - 1]) from exc
@@ -94,5 +82,5 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
             return
         store.finish(
             job, JobStatus.SUCCEEDED, objects=[summary(o) for o in outcome.objects], objects_found=outcome.found,
-            outputs=outputs, embedding="cached" if outcome.cache_hit else "computed",
+            outputs=outputs, embedding="cached" if outcome.cache_hit else "computed", batch=batch or None,
         )

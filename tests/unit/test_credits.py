@@ -120,5 +120,18 @@ def test_unsent_jobs_are_claimed_once_and_only_when_old(keys, rclient):
     assert store.claim_unsent(older_than_s=0.01) == ["job1"]
     assert store.claim_unsent(older_than_s=0) == []
     store.create("job2", key_id="k")
-    store.mark_sent("job2")
+    store.mark_sent("job2", names.QUEUE_NORMAL)
+    assert store.peek_waiting(names.INFER_QUEUES, 5) == ["job2"]
     assert store.claim_unsent(older_than_s=0) == []
+
+
+def test_waiting_jobs_are_peeked_in_priority_order_and_leave_when_started(keys, rclient):
+    store = JobStore(rclient, ttl_s=100)
+    for job_id, queue in (("n1", names.QUEUE_NORMAL), ("l1", names.QUEUE_LOW), ("h1", names.QUEUE_HIGH),
+                          ("n2", names.QUEUE_NORMAL)):
+        store.create(job_id, key_id="k", queue=queue)
+        store.mark_sent(job_id, queue)
+    assert store.peek_waiting(names.INFER_QUEUES, 10) == ["h1", "n1", "n2", "l1"]
+    assert store.peek_waiting(names.INFER_QUEUES, 2) == ["h1", "n1"]
+    assert store.start("n1", 3, names.QUEUE_NORMAL) == 1
+    assert store.peek_waiting(names.INFER_QUEUES, 10) == ["h1", "n2", "l1"]

@@ -1,0 +1,43 @@
+"""Image batching: encode this job's image together with those of the jobs next in line.
+
+Batching only fills the embedding cache. Which job runs next is still the broker's decision, in the
+queues' priority order, so nothing can be reordered or starved: a job whose embedding was computed
+early simply finds it in the cache when its own turn comes (on this worker; elsewhere it is recomputed).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from PIL import Image
+
+from shared import names
+from shared.jobs import JobStatus
+from worker.embedding import Embedder
+from worker.inputs import load_input
+from worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def prefill_batch(rt: Runtime, embedder: Embedder, job: dict, image: Image.Image) -> int:
+    """Encode up to max_batch images (this job's first) in one call; returns how many were encoded."""
+    size = rt.settings.max_batch
+    if size <= 1:
+        return 0
+    pixels = [np.asarray(image)]
+    for other_id in rt.jobs.peek_waiting(names.INFER_QUEUES, size + 1):
+        if len(pixels) >= size:
+            break
+        other = rt.jobs.get(other_id)
+        # URL inputs are fetched once, by their own task; jobs already taken are not ours to touch.
+        if other_id == job["id"] or not other or other["status"] != JobStatus.QUEUED or not other.get("input_key"):
+            continue
+        try:
+            pixels.append(np.asarray(load_input(rt, other)))
+        except Exception:  # its own task will report the problem
+            log.debug("skipping job %s in a batch", other_id, exc_info=True)
+    if len(pixels) == 1:
+        return 0
+    return embedder.prefill(pixels)
