@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -75,6 +76,7 @@ def _pool(target: Target, timeout: urllib3.Timeout) -> urllib3.HTTPConnectionPoo
 def fetch(url: str, max_bytes: int, timeout_s: float, allow_hosts: frozenset[str] = frozenset()) -> bytes:
     """Download an image URL with every hop checked; raises a SamqError on any refusal or failure."""
     timeout = urllib3.Timeout(connect=timeout_s, read=timeout_s)
+    deadline = time.monotonic() + timeout_s * 3  # a whole-download cap: a server dripping bytes is cut off
     for _ in range(MAX_REDIRECTS + 1):
         target = check_url(url, allow_hosts)
         default_port = 443 if target.scheme == "https" else 80
@@ -99,6 +101,8 @@ def fetch(url: str, max_bytes: int, timeout_s: float, allow_hosts: frozenset[str
             body = bytearray()
             for chunk in resp.stream(64 * 1024):
                 body += chunk
+                if time.monotonic() > deadline:
+                    raise FetchFailed(f"the image URL took longer than {timeout_s * 3:g} s to download")
                 if len(body) > max_bytes:
                     raise TooLarge(f"the image at the URL is larger than the limit of {max_bytes} bytes")
             return bytes(body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from gateway.auth import authenticate
+from gateway.body import request_body
 from gateway.routes.views import job_view
 from gateway.services import services
 from gateway.submit import accept
@@ -26,7 +27,7 @@ def _own_job(job_id: str, key_id: str) -> dict:
 def submit_job():
     """Queue a job and answer at once."""
     key = authenticate()
-    req = parse_body(JobRequest, request.get_json(silent=True))
+    req = parse_body(JobRequest, request_body())
     extra = {"metadata": req.metadata} if req.metadata is not None else None
     job = accept(services(), key, req, mode="async", extra=extra)
     response = jsonify(job_view(job))

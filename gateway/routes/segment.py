@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from gateway.auth import authenticate
+from gateway.body import request_body
 from gateway.routes.views import job_view
 from gateway.services import services
 from gateway.submit import accept, workers_alive
@@ -22,7 +23,7 @@ def sam_v2_image():
     """Segment and answer with the rendered JPEG (or 202 with the job if it takes too long)."""
     key = authenticate()
     svc = services()
-    req = parse_body(SegmentRequest, request.get_json(silent=True))
+    req = parse_body(SegmentRequest, request_body())
     if not workers_alive(svc):
         raise NoCapacity("no worker is running; nothing was charged")
     job = accept(svc, key, req, mode="sync")

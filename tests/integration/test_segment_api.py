@@ -85,3 +85,20 @@ def test_image_url_is_fetched_by_the_worker(stack, key, image_host):
     assert r.status_code == 200, r.text
     assert open_image(r.content).size == (640, 427)
     assert stack.balance(key) == 9
+
+
+def test_json_without_content_type_and_multipart_upload(stack, key):
+    import json
+
+    import requests
+
+    body = json.dumps({"image": b64(ROCKET_JPG), "coordinates": "[320,200]"})
+    r = requests.post(stack.url + ENDPOINT, data=body, headers={"x-api-key": key, "content-type": "text/plain"})
+    assert r.status_code == 200 and open_image(r.content).size == (640, 427)
+    with ROCKET_JPG.open("rb") as fh:
+        r = requests.post(stack.url + ENDPOINT, headers={"x-api-key": key},
+                          files={"image": ("rocket.jpg", fh, "image/jpeg")},
+                          data={"coordinates": "[320,200]", "overlay_mask": "false"})
+    assert r.status_code == 200, r.text
+    assert open_image(r.content).size == (640, 427)
+    assert stack.balance(key) == 8
