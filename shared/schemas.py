@@ -32,18 +32,9 @@ def parse_points(value: Any) -> list[Point]:
     """`[x,y]`, `[[x,y], ...]`, or either as a JSON string; numbers must be finite and >= 0."""
     if value is None:
         return []
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return []
-        if not text.startswith("["):
-            text = f"[{text}]"  # "834,74" is a common spelling of one point
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError("expected [x,y] or [[x,y], ...]") from exc
-    if not isinstance(value, list):
-        raise ValueError("expected [x,y] or [[x,y], ...]")
+    if isinstance(value, str) and value.strip() and not value.strip().startswith("["):
+        value = f"[{value}]"  # "834,74" is a common spelling of one point
+    value = _json_list(value, "expected [x,y] or [[x,y], ...]")
     if not value:
         return []
     if all(_is_number(v) for v in value):
@@ -61,23 +52,27 @@ def parse_points(value: Any) -> list[Point]:
     return points
 
 
+def _json_list(value: Any, expected: str) -> list:
+    """A list given as itself or as a JSON string; None and blank strings are empty."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(expected) from exc
+    if not isinstance(value, list):
+        raise ValueError(expected)
+    return value
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def parse_boxes(value: Any) -> list[Box]:
     """`[x0,y0,x1,y1]` or `[[x0,y0,x1,y1], ...]` (or either as a JSON string), with x0 < x1 and y0 < y1."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        if not value.strip():
-            return []
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValueError("expected [x0,y0,x1,y1] or [[x0,y0,x1,y1], ...]") from exc
-    if not isinstance(value, list):
-        raise ValueError("expected [x0,y0,x1,y1] or [[x0,y0,x1,y1], ...]")
+    value = _json_list(value, "expected [x0,y0,x1,y1] or [[x0,y0,x1,y1], ...]")
     if value and all(_is_number(v) for v in value):
         value = [value]
     boxes = []

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -147,6 +149,18 @@ def new_stack(db: int, tmp: Path, models: Path, s3_endpoint: str | None, **overr
     stack.redis.flushdb()
     make_storage(stack.settings).ensure()
     return stack
+
+
+@contextmanager
+def running(stack: Stack, workers: dict[str, dict[str, str]] | None = None) -> Iterator[Stack]:
+    """Start the workers (name: extra environment), then the gateway; stop everything afterwards."""
+    try:
+        for name, extra in (workers or {}).items():
+            stack.start_worker(name, **extra)
+        stack.start_gateway()
+        yield stack
+    finally:
+        stack.stop()
 
 
 def start_s3_server(tmp: Path) -> tuple[subprocess.Popen, str]:

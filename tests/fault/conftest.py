@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.stack import Stack, new_stack
+from tests.stack import Stack, new_stack, running
 
 
 @pytest.fixture(scope="session")
@@ -18,9 +18,5 @@ def fault_stack(tmp_path_factory, fault_models, redis_server) -> Stack:
     st = new_stack(10, tmp_path_factory.mktemp("fault"), fault_models, None, SAMQ_VISIBILITY_TIMEOUT_S="2",
                    SAMQ_MAX_ATTEMPTS="2", SAMQ_MAX_IMAGE_BYTES=str(64 * 1024 * 1024),
                    SAMQ_MAX_IMAGE_PIXELS="60000000", SAMQ_RESEND_AFTER_S="3")
-    try:
-        st.start_worker("w1")
-        st.start_gateway()
+    with running(st, {"w1": {}}):
         yield st
-    finally:
-        st.stop()

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from tests.helpers import ASTRONAUT_PNG, ROCKET_JPG
-from tests.stack import Stack, new_stack, serve_directory, start_s3_server
+from tests.helpers import ASTRONAUT_PNG, ROCKET_JPG, free_port
+from tests.stack import Stack, new_stack, running, serve_directory, start_s3_server
 
 MAIN_DB = 14
 
@@ -44,12 +44,8 @@ def stack(tmp_path_factory, model_dir, s3_endpoint, image_host, redis_server) ->
     """The main deployment: S3 storage, one worker, one gateway."""
     st = new_stack(MAIN_DB, tmp_path_factory.mktemp("stack"), model_dir, s3_endpoint,
                    SAMQ_FETCH_ALLOW_HOSTS=image_host)
-    try:
-        st.start_worker("w1")
-        st.start_gateway()
+    with running(st, {"w1": {}}):
         yield st
-    finally:
-        st.stop()
 
 
 @pytest.fixture
@@ -62,45 +58,29 @@ def key(stack) -> str:
 def bare(tmp_path_factory, model_dir, s3_endpoint, redis_server) -> Stack:
     """A gateway with no worker at all, and a low rate limit."""
     st = new_stack(12, tmp_path_factory.mktemp("bare"), model_dir, s3_endpoint, SAMQ_RATE_LIMIT_PER_MIN="6")
-    try:
-        st.start_gateway()
+    with running(st):
         yield st
-    finally:
-        st.stop()
 
 
 @pytest.fixture(scope="module")
 def file_stack(tmp_path_factory, model_dir, redis_server) -> Stack:
     """Local-directory storage instead of S3, and a detector threshold nothing can pass."""
     st = new_stack(13, tmp_path_factory.mktemp("filestack"), model_dir, None, SAMQ_BOX_THRESHOLD="1.0")
-    try:
-        st.start_worker("wf")
-        st.start_gateway()
+    with running(st, {"wf": {}}):
         yield st
-    finally:
-        st.stop()
 
 
 @pytest.fixture(scope="module")
 def broken_stack(tmp_path_factory, model_dir, s3_endpoint, redis_server) -> Stack:
     """A worker whose storage is unreachable: every job is a server fault."""
-    from tests.helpers import free_port
-
     st = new_stack(11, tmp_path_factory.mktemp("broken"), model_dir, s3_endpoint, SAMQ_MAX_ATTEMPTS="1")
-    try:
-        st.start_worker("wb", SAMQ_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
-        st.start_gateway()
+    with running(st, {"wb": {"SAMQ_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}}):
         yield st
-    finally:
-        st.stop()
 
 
 @pytest.fixture(scope="module")
 def batch_stack(tmp_path_factory, model_dir, s3_endpoint, redis_server) -> Stack:
     """A gateway whose worker (started by the test) may encode four images at once."""
     st = new_stack(9, tmp_path_factory.mktemp("batch"), model_dir, s3_endpoint, SAMQ_MAX_BATCH="4")
-    try:
-        st.start_gateway()
+    with running(st):
         yield st
-    finally:
-        st.stop()
