@@ -23,6 +23,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # base64 costs 4/3 of the bytes; leave room for the other fields.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_image_bytes * 4 // 3 + 1024 * 1024
     app.json.sort_keys = False
+    # "/v1/jobs/" and "/v1/jobs" are one route, and "//" is a 404: werkzeug's HTML redirects never reach clients.
+    app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False
     app.extensions["samq"] = services or Services.build(settings)
     for module in (segment, jobs, account):
         app.register_blueprint(module.bp)
