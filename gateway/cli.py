@@ -6,6 +6,7 @@ import argparse
 import sys
 
 import redis
+import requests
 
 from shared.keys import KeyStore, hash_key
 from shared.models import PRESET_NAMES, download, get_preset, missing_files, verify
@@ -53,7 +54,11 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{preset.name} is built at worker start with random weights; nothing to download")
         return 0
     if args.action == "download":
-        download(preset, settings.model_dir)
+        try:
+            download(preset, settings.model_dir)
+        except (requests.RequestException, OSError) as exc:
+            print(f"samq: download failed ({exc.__class__.__name__}): {exc}", file=sys.stderr)
+            return 1
     problems = verify(preset, settings.model_dir) if args.action != "status" else [
         f"{p}: missing" for p in missing_files(preset, settings.model_dir)]
     for line in problems:

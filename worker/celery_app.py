@@ -8,7 +8,6 @@ import sys
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
-from shared.errors import ModelsMissing
 from shared.queue import make_celery
 from shared.settings import Settings
 from worker.runtime import Runtime
@@ -28,7 +27,7 @@ def create_worker_app(settings: Settings) -> Celery:
         # Load (or for tiny-random, build) the models before taking the first job.
         try:
             rt.models()
-        except (ModelsMissing, FileNotFoundError, ValueError) as exc:
+        except Exception as exc:  # a worker without its models must not take jobs
             log.critical("cannot load models: %s", exc)
             sys.exit(3)
         rt.start_heartbeat(getattr(sender, "hostname", "") or "")

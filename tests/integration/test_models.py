@@ -200,3 +200,31 @@ def test_precision_defaults():
     assert resolve_dtype("auto", "cuda") == torch.bfloat16
     with pytest.raises(ValueError):
         resolve_dtype("fp8", "cpu")
+
+
+def test_grounding_dino_loading_is_strict_too(models, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from worker.models.dino import load_dino
+
+    folder = tmp_path / "dino"
+    models.dino.model.save_pretrained(folder)
+    models.dino.processor.save_pretrained(folder)
+    weights = folder / "model.safetensors"
+    state = load_file(weights)
+    save_file({k: v for k, v in list(state.items())[1:]}, weights, metadata={"format": "pt"})
+    with pytest.raises(RuntimeError, match="does not match"):
+        load_dino(folder, "cpu")
+    shutil.rmtree(folder)
+    with pytest.raises(FileNotFoundError):
+        load_dino(folder, "cpu")
+
+
+def test_corrupt_sam_checkpoint_is_named(tmp_path):
+    preset = get_preset("tiny-random")
+    ckpt = tmp_path / "sam2.pt"
+    ckpt.write_bytes(b"not a checkpoint at all" * 100)
+    with pytest.raises(RuntimeError, match="sam2.pt"):
+        load_sam(preset.sam_config, ckpt, "cpu", preset.sam_overrides)

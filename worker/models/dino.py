@@ -57,8 +57,14 @@ def load_dino(folder: Path, device: str) -> Detector:
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"Grounding DINO folder not found or incomplete: {folder}")
     processor = GroundingDinoProcessor.from_pretrained(folder, local_files_only=True)
-    model = GroundingDinoForObjectDetection.from_pretrained(folder, local_files_only=True).to(device).eval()
-    return Detector(model, processor, device)
+    model, info = GroundingDinoForObjectDetection.from_pretrained(folder, local_files_only=True,
+                                                                  output_loading_info=True)
+    # from_pretrained only warns about a partial checkpoint; we refuse one, as build_sam2 does.
+    problems = {k: sorted(v) for k, v in info.items() if k != "error_msgs" and v} | (
+        {"errors": info["error_msgs"]} if info.get("error_msgs") else {})
+    if problems:
+        raise RuntimeError(f"Grounding DINO checkpoint in {folder} does not match its config: {problems}")
+    return Detector(model.to(device).eval(), processor, device)
 
 
 def _config(arch: str, vocab_size: int) -> GroundingDinoConfig:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -17,7 +19,11 @@ def load_sam(config: str, checkpoint: Path, device: str, overrides: tuple[str, .
     if not checkpoint.is_file():
         raise FileNotFoundError(f"SAM 2 checkpoint not found: {checkpoint}")
     # build_sam2 loads with load_state_dict(strict=True) and raises RuntimeError on any key mismatch.
-    model = build_sam2(config, str(checkpoint), device=device, mode="eval", hydra_overrides_extra=list(overrides))
+    try:
+        model = build_sam2(config, str(checkpoint), device=device, mode="eval",
+                           hydra_overrides_extra=list(overrides))
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as exc:
+        raise RuntimeError(f"SAM 2 checkpoint {checkpoint} is corrupt ({exc}); run `samq models check`") from exc
     return SAM2ImagePredictor(model)
 
 
