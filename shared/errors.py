@@ -42,6 +42,10 @@ class NotFinished(SamqError):
     code, status = "not_finished", 409
 
 
+class NoResult(SamqError):
+    code, status = "no_result", 409
+
+
 class TooLarge(SamqError):
     code, status = "too_large", 413
 

@@ -15,9 +15,7 @@ from worker.inputs import load_input
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
-RETRY_BACKOFF_S = (2, 10, 30)
-
-
+RETRY_BACKOFF_S = (2, 10, 30)  # seconds before attempt 2, 3, 4...
 FILE_NAMES = {"overlay_jpeg": "overlay.jpg", "mask_jpeg": "mask.jpg", "mask_png": "mask.png",
               "cutout_png": "cutout.png", "json": "objects.json"}
 
@@ -68,17 +66,16 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
             return
         try:
             outcome, outputs, batch = run_job(rt, job)
-        except SamqError as exc:
-            if exc.status >= 500 and attempt < rt.settings.max_attempts:
-                raise self.retry(countdown=RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S)) - 1]) from exc
-            # The client's input is at fault: retrying would give the same answer.
-            store.fail(job, exc.code, exc.message, exc.status)
-            return
         except Exception as exc:
+            error = exc if isinstance(exc, SamqError) else SamqError(
+                f"the job failed on the server ({exc.__class__.__name__})")
+            if error.status < 500:  # the client's input is at fault: another attempt would answer the same
+                store.fail(job, error.code, error.message, error.status)
+                return
             log.exception("job %s attempt %d failed", job_id, attempt)
             if attempt < rt.settings.max_attempts:
                 raise self.retry(countdown=RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S)) - 1]) from exc
-            store.fail(job, "internal_error", f"inference failed: {exc.__class__.__name__}", 500)
+            store.fail(job, error.code, error.message, error.status)  # out of attempts: failed, refunded
             return
         store.finish(
             job, JobStatus.SUCCEEDED, objects=[summary(o) for o in outcome.objects], objects_found=outcome.found,

@@ -9,7 +9,7 @@ from gateway.body import request_body
 from gateway.routes.views import job_view
 from gateway.services import services
 from gateway.submit import accept
-from shared.errors import InvalidRequest, NotFinished, NotFound
+from shared.errors import InvalidRequest, NoResult, NotFinished, NotFound
 from shared.jobs import JobStatus
 from shared.schemas import JobRequest, parse_body
 
@@ -51,7 +51,7 @@ def get_result(job_id: str):
     status = JobStatus(job["status"])
     if status is not JobStatus.SUCCEEDED:
         if status.terminal:
-            raise NotFound(f"job {job_id} is {status.value}; it has no result")
+            raise NoResult(f"job {job_id} is {status.value}; it has no result")
         raise NotFinished(f"job {job_id} is {status.value}; poll until it has succeeded")
     outputs = job.get("outputs", {})
     name = request.args.get("output") or next(iter(outputs), None)

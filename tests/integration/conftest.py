@@ -84,3 +84,12 @@ def batch_stack(tmp_path_factory, model_dir, s3_endpoint, redis_server) -> Stack
     st = new_stack(9, tmp_path_factory.mktemp("batch"), model_dir, s3_endpoint, SAMQ_MAX_BATCH="4")
     with running(st):
         yield st
+
+
+@pytest.fixture(scope="module")
+def impatient_stack(tmp_path_factory, model_dir, redis_server) -> Stack:
+    """A drop-in endpoint that waits only one second, and room for big photographs."""
+    st = new_stack(8, tmp_path_factory.mktemp("impatient"), model_dir, None, SAMQ_SYNC_TIMEOUT_S="1",
+                   SAMQ_MAX_IMAGE_BYTES=str(64 * 1024 * 1024), SAMQ_MAX_IMAGE_PIXELS="60000000")
+    with running(st, {"wi": {}}):
+        yield st

@@ -72,7 +72,8 @@ def test_failed_job_is_refunded_and_has_no_result(stack, key, image_host):
     final, _ = _poll(stack, key, r.json()["id"])
     assert final["status"] == "failed" and final["error"]["code"] == "fetch_failed"
     assert stack.balance(key) == 10
-    assert stack.get(f"/v1/jobs/{final['id']}/result", key).status_code == 404
+    result = stack.get(f"/v1/jobs/{final['id']}/result", key)
+    assert result.status_code == 409 and result.json()["error"]["code"] == "no_result"
 
 
 def test_unknown_fields_are_refused_for_jobs(stack, key):

@@ -102,3 +102,23 @@ def test_json_without_content_type_and_multipart_upload(stack, key):
     assert r.status_code == 200, r.text
     assert open_image(r.content).size == (640, 427)
     assert stack.balance(key) == 8
+
+
+def test_a_call_that_outlives_the_sync_timeout_answers_202_and_keeps_running(impatient_stack):
+    from tests.helpers import wait_until
+
+    st = impatient_stack
+    key = st.new_key(3)
+    y, x = np.mgrid[0:4000, 0:6000]  # 24 megapixels: more than a second of work for the worker
+    big = np.stack([x % 256, y % 256, (x + y) % 256], axis=-1).astype(np.uint8)
+    body = {"image": base64.b64encode(jpeg_bytes(Image.fromarray(big), quality=80)).decode(),
+            "coordinates": "[3000,2000]"}
+    r = st.post(ENDPOINT, body, key)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["status"] in ("queued", "running") and job["urls"]["self"]
+    final = wait_until(lambda: (j := st.get(f"/v1/jobs/{job['id']}", key).json())["status"] == "succeeded" and j,
+                       120, "the job to finish")
+    result = st.get(f"/v1/jobs/{final['id']}/result", key)
+    assert result.status_code == 200 and open_image(result.content).size == (6000, 4000)
+    assert st.balance(key) == 2
