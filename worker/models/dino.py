@@ -119,7 +119,7 @@ def detect(
         outputs, input_ids=inputs["input_ids"], threshold=box_threshold, text_threshold=text_threshold,
         target_sizes=[(image.height, image.width)],
     )[0]
-    labels = result.get("text_labels", result.get("labels"))
+    labels = result["text_labels"] if "text_labels" in result else result["labels"]  # older transformers
     phrases = [p.strip() for p in text.split(" .") if p.strip()]
     found = []
     for box, score, label in zip(result["boxes"].cpu().numpy(), result["scores"].cpu().numpy(), labels, strict=True):
