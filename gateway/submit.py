@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from gateway.services import Services
-from shared import names
+from shared import names, workers
 from shared.errors import NoCapacity, SamqError
 from shared.fetch import check_url
 from shared.images import decode_base64_field, inspect_image
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def workers_alive(svc: Services) -> bool:
     """Whether any worker announced itself recently."""
-    return next(svc.redis.scan_iter(match=names.WORKER_PATTERN, count=100), None) is not None
+    return bool(workers.alive(svc.redis, svc.settings.worker_heartbeat_s))
 
 
 def accept(svc: Services, key: ApiKey, req: SegmentRequest, mode: str, extra: dict[str, Any] | None = None) -> dict:

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import redis
 import requests
 
-from shared import names
+from shared import names, workers
 from shared.models import download, get_preset, missing_files
 from shared.settings import Settings
 from shared.storage import make_storage
@@ -97,7 +97,7 @@ def _wait_ready(settings: Settings, procs: list[subprocess.Popen], timeout_s: fl
             up = requests.get(url, timeout=1).ok
         except requests.RequestException:
             up = False
-        if up and next(client.scan_iter(match=names.WORKER_PATTERN), None):
+        if up and workers.alive(client, settings.worker_heartbeat_s):
             return
         time.sleep(0.5)
     raise SystemExit("samq: gateway or worker did not become ready in time")

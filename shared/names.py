@@ -42,12 +42,8 @@ def rate(key_id: str, window: int) -> str:
     return f"{PREFIX}:rate:{key_id}:{window}"
 
 
-def worker(hostname: str) -> str:
-    """Heartbeat of a live worker (expires when it stops announcing)."""
-    return f"{PREFIX}:worker:{hostname}"
-
-
-WORKER_PATTERN = f"{PREFIX}:worker:*"
+# Sorted set of worker hostnames, scored by their last heartbeat (epoch s).
+WORKERS = f"{PREFIX}:workers"
 
 # Sorted set (score: created time) of jobs recorded but not yet handed to the broker.
 UNSENT = f"{PREFIX}:unsent"

@@ -18,7 +18,7 @@ import redis
 import requests
 
 from gateway.supervisor import gateway_command, worker_command
-from shared import names
+from shared import names, workers
 from shared.keys import KeyStore, hash_key
 from shared.settings import Settings
 from shared.storage import make_storage
@@ -73,7 +73,7 @@ class Stack:
         def ready() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"worker {name} exited: see {self.logs}/worker-{name}.log")
-            return any(name in k.decode() for k in self.redis.scan_iter(match=names.WORKER_PATTERN))
+            return any(h.startswith(f"{name}@") for h in workers.alive(self.redis, 1.0))
 
         wait_until(ready, WORKER_START_S, f"worker {name} heartbeat", interval_s=0.3)
         return proc

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import threading
-import time
 
 import redis
 from celery import Celery
 
-from shared import names
+from shared import names, workers
 from shared.jobs import JobStore
 from shared.queue import enqueue_segment
 from shared.settings import Settings
@@ -38,19 +36,17 @@ class Runtime:
 
     def start_heartbeat(self, hostname: str) -> None:
         """Announce this worker in Redis until stopped (readiness and capacity checks read it)."""
-        key = names.worker(hostname or socket.gethostname())
-        info = json.dumps({"hostname": hostname, "preset": self.settings.models, "started": time.time()})
-        ttl = max(3, int(self.settings.worker_heartbeat_s * 3))
+        hostname = hostname or socket.gethostname()
 
         def beat() -> None:
             while not self._stop.is_set():
                 try:
-                    self.redis.set(key, info, ex=ttl)
+                    workers.announce(self.redis, hostname)
                     self.resend_unsent()
                 except redis.RedisError:
                     log.warning("heartbeat to Redis failed; retrying")
                 self._stop.wait(self.settings.worker_heartbeat_s)
-            self.redis.delete(key)
+            workers.retire(self.redis, hostname)
 
         threading.Thread(target=beat, name="samq-heartbeat", daemon=True).start()
 

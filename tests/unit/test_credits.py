@@ -135,3 +135,16 @@ def test_waiting_jobs_are_peeked_in_priority_order_and_leave_when_started(keys, 
     assert store.peek_waiting(names.INFER_QUEUES, 2) == ["h1", "n1"]
     assert store.start("n1", 3, names.QUEUE_NORMAL) == 1
     assert store.peek_waiting(names.INFER_QUEUES, 10) == ["h1", "n2", "l1"]
+
+
+def test_workers_are_alive_for_three_heartbeats(rclient):
+    import time
+
+    from shared import workers
+
+    workers.announce(rclient, "a@host")
+    rclient.zadd(names.WORKERS, {"old@host": time.time() - 10})
+    assert workers.alive(rclient, heartbeat_s=1.0) == ["a@host"]
+    assert sorted(workers.alive(rclient, heartbeat_s=5.0)) == ["a@host", "old@host"]
+    workers.retire(rclient, "a@host")
+    assert workers.alive(rclient, heartbeat_s=1.0) == []
