@@ -228,3 +228,13 @@ def test_corrupt_sam_checkpoint_is_named(tmp_path):
     ckpt.write_bytes(b"not a checkpoint at all" * 100)
     with pytest.raises(RuntimeError, match="sam2.pt"):
         load_sam(preset.sam_config, ckpt, "cpu", preset.sam_overrides)
+
+
+def test_prompts_are_normalised_for_grounding_dino():
+    from worker.models.dino import normalize_prompt
+
+    assert normalize_prompt("Boy") == "boy ."
+    assert normalize_prompt("boy. Dog") == "boy . dog ."
+    assert normalize_prompt("A  Red   Car, tree;sky\n") == "a red car . tree . sky ."
+    assert normalize_prompt(["Boy", " dog "]) == "boy . dog ."
+    assert normalize_prompt(" . , ") == ""
