@@ -32,6 +32,8 @@ def sam_v2_image():
     if not status.terminal:
         response = jsonify(job_view(job))  # still running: the client polls it
         response.status_code = 202
+        response.headers["x-job-id"] = job["id"]
+        response.headers["Location"] = job_view(job)["urls"]["self"]
         return response
     if status is not JobStatus.SUCCEEDED:
         raise error_from_record(job.get("error_code", "internal_error"), job.get("error_message", "job failed"),

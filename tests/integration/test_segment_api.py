@@ -116,7 +116,8 @@ def test_a_call_that_outlives_the_sync_timeout_answers_202_and_keeps_running(imp
     r = st.post(ENDPOINT, body, key)
     assert r.status_code == 202, r.text
     job = r.json()
-    assert job["status"] in ("queued", "running") and job["urls"]["self"]
+    assert job["status"] in ("queued", "running") and job["urls"]["self"] == r.headers["Location"]
+    assert r.headers["x-job-id"] == job["id"]
     final = wait_until(lambda: (j := st.get(f"/v1/jobs/{job['id']}", key).json())["status"] == "succeeded" and j,
                        120, "the job to finish")
     result = st.get(f"/v1/jobs/{final['id']}/result", key)
