@@ -56,6 +56,7 @@ return ids
 FINISH = """
 -- Move a job to a terminal state and settle its credits, once.
 -- KEYS[1] job hash  KEYS[2] hold of the job  KEYS[3] credit balance of its key  KEYS[4] done channel
+-- KEYS[5] counters
 -- ARGV[1] terminal status  ARGV[2] '1' refund the hold, '0' commit it  ARGV[3..] field, value pairs
 -- Returns 1 when the job moved, 0 when it was already terminal or missing (nothing changes)
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -67,6 +68,7 @@ if held then
   if ARGV[2] == '1' then redis.call('INCRBY', KEYS[3], held) end
   redis.call('DEL', KEYS[2])
 end
+redis.call('HINCRBY', KEYS[5], 'jobs_' .. ARGV[1], 1)
 redis.call('PUBLISH', KEYS[4], ARGV[1])
 return 1
 """
@@ -99,6 +101,7 @@ class JobStore:
             pipe.hset(names.job(job_id), mapping=_encode(record))
             pipe.expire(names.job(job_id), self.ttl_s)
             pipe.zadd(names.UNSENT, {job_id: time.time()})
+            pipe.hincrby(names.STATS, "jobs_accepted", 1)
             pipe.execute()
 
     def mark_sent(self, job_id: str, queue: str) -> None:
@@ -139,7 +142,8 @@ class JobStore:
         args: list[Any] = [status.value, "0" if status is JobStatus.SUCCEEDED else "1"]
         for key, value in _encode(fields).items():
             args += [key, value]
-        keys = [names.job(job["id"]), names.hold(job["id"]), names.credits(job["key_id"]), names.job_done(job["id"])]
+        keys = [names.job(job["id"]), names.hold(job["id"]), names.credits(job["key_id"]), names.job_done(job["id"]),
+                names.STATS]
         return bool(self._finish(keys=keys, args=args))
 
     def fail(self, job: dict[str, Any], code: str, message: str, status: int) -> bool:

@@ -52,3 +52,7 @@ UNSENT = f"{PREFIX}:unsent"
 def waiting(queue: str) -> str:
     """Sorted set (score: enqueue time) of jobs sent to `queue` and not yet started, in broker order."""
     return f"{PREFIX}:waiting:{queue}"
+
+
+# Hash of counters since the store began: jobs accepted and finished by status (for /metrics).
+STATS = f"{PREFIX}:stats"

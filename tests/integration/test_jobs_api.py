@@ -124,3 +124,22 @@ def test_server_fault_is_500_json_and_refunded(broken_stack):
     assert r.status_code == 500 and r.headers["content-type"].startswith("application/json")
     assert r.json()["error"]["code"] == "internal_error"
     assert broken_stack.balance(key) == 4
+
+
+def test_metrics_openapi_and_docs(stack, key):
+    before = stack.get("/metrics", None).text
+    job_id = stack.post("/v1/jobs", {"image": b64(ROCKET_JPG), "coordinates": "[5,5]"}, key).json()["id"]
+    _poll(stack, key, job_id)
+    text = stack.get("/metrics", None).text
+    assert 'samq_queue_depth{queue="samq.infer.normal"}' in text and "samq_workers_alive 1.0" in text
+
+    def count(body, event):
+        line = next((ln for ln in body.splitlines() if ln.startswith(f'samq_jobs_total{{event="{event}"}}')), None)
+        return float(line.split()[-1]) if line else 0.0
+
+    assert count(text, "accepted") == count(before, "accepted") + 1
+    assert count(text, "succeeded") == count(before, "succeeded") + 1
+    spec = stack.get("/openapi.json", None)
+    assert spec.status_code == 200 and spec.json()["openapi"] == "3.1.0"
+    docs = stack.get("/docs", None)
+    assert docs.status_code == 200 and "/openapi.json" in docs.text

@@ -1,0 +1,94 @@
+"""The OpenAPI 3.1 document, built from the same pydantic models that validate requests."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from shared.schemas import OUTPUTS, JobRequest, SegmentRequest
+
+_POINTS = {"oneOf": [{"type": "string", "examples": ["[834,74]", "[[839,74],[844,20]]"]},
+                     {"type": "array", "items": {"oneOf": [{"type": "number"}, {"type": "array",
+                                                                              "items": {"type": "number"}}]}}],
+           "description": "points in displayed pixels: [x,y] or [[x,y], ...], as JSON or a JSON string"}
+_BOOL = {"oneOf": [{"type": "boolean"}, {"type": "integer", "enum": [0, 1]}, {"type": "string"}],
+         "description": "true/false, 1/0 or their string forms"}
+ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["code", "message"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}
+JOB = {"type": "object", "properties": {
+    "id": {"type": "string"}, "status": {"enum": ["queued", "running", "succeeded", "failed", "canceled"]},
+    "created_at": {"type": "string"}, "started_at": {"type": ["string", "null"]},
+    "finished_at": {"type": ["string", "null"]}, "attempts": {"type": "integer"},
+    "error": {"type": ["object", "null"]}, "objects": {"type": "array", "items": {"type": "object"}},
+    "objects_found": {"type": ["integer", "null"]}, "outputs": {"type": "array", "items": {"enum": list(OUTPUTS)}},
+    "embedding": {"type": ["string", "null"]}, "metadata": {"type": ["object", "null"]},
+    "urls": {"type": "object"}}}
+_STATUSES = {"400": "malformed body or fields", "401": "missing, unknown or disabled key",
+             "406": "not enough credits", "413": "too large", "422": "image cannot be decoded or fetched",
+             "429": "rate limited", "500": "server fault", "503": "no capacity"}
+
+
+def _schema(model: type) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    props = schema["properties"]
+    for name in ("coordinates", "remove_coordinates"):
+        props[name] = _POINTS
+    for name in ("overlay_mask", "base64", "polygons"):
+        if name in props:
+            props[name] = {**_BOOL, "default": props[name].get("default")}
+    return schema
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {code: {"description": _STATUSES[code], **ref} for code in codes}
+
+
+def _json(ref: str) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The whole document (computed once per process)."""
+    security = [{"apiKey": []}, {"bearer": []}]
+    job_id = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "samq", "version": "1", "description": "SAM 2 segmentation: drop-in sync call and jobs"},
+        "components": {
+            "schemas": {"SegmentRequest": _schema(SegmentRequest), "JobRequest": _schema(JobRequest),
+                        "Job": JOB, "Error": ERROR},
+            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+                                "bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": {
+            "/v1/sam-v2-image": {"post": {
+                "summary": "Segment an image and answer with the rendered JPEG", "security": security,
+                "requestBody": {"required": True, **_json("SegmentRequest")},
+                "responses": {"200": {"description": "the overlay or mask JPEG (or JSON with base64: true)",
+                                      "content": {"image/jpeg": {}, "application/json": {}}},
+                              "202": {"description": "still running after the sync timeout", **_json("Job")},
+                              **_errors("400", "401", "406", "413", "422", "429", "500", "503")}}},
+            "/v1/jobs": {"post": {
+                "summary": "Queue a job", "security": security,
+                "requestBody": {"required": True, **_json("JobRequest")},
+                "responses": {"202": {"description": "queued", **_json("Job")},
+                              **_errors("400", "401", "406", "413", "422", "429", "503")}}},
+            "/v1/jobs/{job_id}": {"get": {
+                "summary": "A job's status and objects", "security": security, "parameters": job_id,
+                "responses": {"200": {"description": "the job", **_json("Job")}, **_errors("401")}}},
+            "/v1/jobs/{job_id}/result": {"get": {
+                "summary": "One output's bytes", "security": security,
+                "parameters": [*job_id, {"name": "output", "in": "query", "schema": {"enum": list(OUTPUTS)}}],
+                "responses": {"200": {"description": "the output"}, "409": {"description": "not finished"},
+                              **_errors("400", "401")}}},
+            "/v1/credits": {"get": {"summary": "The caller's balance", "security": security,
+                                    "responses": {"200": {"description": "credits"}, **_errors("401")}}},
+            "/healthz": {"get": {"summary": "The process is up", "responses": {"200": {"description": "ok"}}}},
+            "/readyz": {"get": {"summary": "Redis answers and a worker is alive",
+                                "responses": {"200": {"description": "ready"}, "503": {"description": "not"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
+        },
+    }
