@@ -238,3 +238,13 @@ def test_prompts_are_normalised_for_grounding_dino():
     assert normalize_prompt("A  Red   Car, tree;sky\n") == "a red car . tree . sky ."
     assert normalize_prompt(["Boy", " dog "]) == "boy . dog ."
     assert normalize_prompt(" . , ") == ""
+
+
+def test_bf16_autocast_path_runs(tmp_path_factory, astronaut):
+    settings = Settings(models="tiny-random", model_dir=tmp_path_factory.mktemp("bf16"), dtype="bf16")
+    half = load_models(settings)
+    assert half.dtype == torch.bfloat16
+    outcome = _run(half, astronaut, prompt="boy", max_objects=2)
+    assert len(outcome.objects) <= 2 and all(o.mask.shape == (512, 512) for o in outcome.objects)
+    clicks = _run(half, astronaut, points=[[100, 100]], labels=[1])
+    assert clicks.objects[0].mask.dtype == bool

@@ -89,7 +89,8 @@ def load_models(settings: Settings) -> Models:
     if settings.compile:
         sam.model.image_encoder = torch.compile(sam.model.image_encoder, mode="max-autotune", dynamic=False)
     dino = load_dino(settings.model_dir / preset.dino_dir, device)
-    embedder = Embedder(sam, EmbeddingCache(settings.embed_cache_mb * 1024 * 1024), precision(device, dtype))
+    dino.precision = precision(device, dtype)
+    embedder = Embedder(sam, EmbeddingCache(settings.embed_cache_mb * 1024 * 1024), dino.precision)
     log.info("models loaded: preset %s on %s (%s)", preset.name, device, str(dtype).removeprefix("torch."))
     return Models(preset, device, dtype, sam, dino, embedder)
 
