@@ -8,6 +8,7 @@ early simply finds it in the cache when its own turn comes (on this worker; else
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
 import numpy as np
 from PIL import Image
@@ -19,6 +20,8 @@ from worker.inputs import load_input
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
+PREFILLED_MEMORY = 256  # job ids remembered as already encoded (per process)
+_prefilled: OrderedDict[str, None] = OrderedDict()
 
 
 def prefill_batch(rt: Runtime, embedder: Embedder, job: dict, image: Image.Image) -> int:
@@ -27,17 +30,26 @@ def prefill_batch(rt: Runtime, embedder: Embedder, job: dict, image: Image.Image
     if size <= 1:
         return 0
     pixels = [np.asarray(image)]
-    for other_id in rt.jobs.peek_waiting(names.INFER_QUEUES, size + 1):
+    taken = []
+    for other_id in rt.jobs.peek_waiting(names.INFER_QUEUES, size + len(_prefilled) + 1):
         if len(pixels) >= size:
             break
+        if other_id in _prefilled:  # encoded by an earlier batch: do not fetch and decode it again
+            continue
         other = rt.jobs.get(other_id)
         # URL inputs are fetched once, by their own task; jobs already taken are not ours to touch.
         if other_id == job["id"] or not other or other["status"] != JobStatus.QUEUED or not other.get("input_key"):
             continue
         try:
             pixels.append(np.asarray(load_input(rt, other)))
+            taken.append(other_id)
         except Exception:  # its own task will report the problem
             log.debug("skipping job %s in a batch", other_id, exc_info=True)
     if len(pixels) == 1:
         return 0
-    return embedder.prefill(pixels)
+    encoded = embedder.prefill(pixels)
+    for other_id in taken:
+        _prefilled[other_id] = None
+    while len(_prefilled) > PREFILLED_MEMORY:
+        _prefilled.popitem(last=False)
+    return encoded
