@@ -34,7 +34,7 @@ class Services:
         client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
         return cls(
             settings=settings, redis=client, keys=KeyStore(client), credits=Credits(client),
-            jobs=JobStore(client, settings.job_ttl_s), storage=make_storage(settings),
+            jobs=JobStore(client, settings.retention_s), storage=make_storage(settings),
             celery=make_celery(settings),
         )
 

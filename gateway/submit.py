@@ -40,7 +40,7 @@ def accept(svc: Services, key: ApiKey, req: SegmentRequest, mode: str, extra: di
 
     job_id = uuid.uuid4().hex
     queue = names.QUEUE_NORMAL  # priorities come with their own issue; workers already read high first
-    reservation = svc.credits.reserve(key.key_id, job_id, s.cost_per_job, s.job_ttl_s)
+    reservation = svc.credits.reserve(key.key_id, job_id, s.cost_per_job, s.retention_s)
     try:
         if data is not None:
             fields["input_key"] = f"inputs/{job_id}"

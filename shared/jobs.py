@@ -74,7 +74,7 @@ return 1
 """
 
 # Fields stored as JSON; everything else is a plain string.
-_JSON_FIELDS = ("params", "objects", "outputs", "metadata")
+_JSON_FIELDS = ("params", "objects", "outputs", "metadata", "timings", "webhook_events")
 _INT_FIELDS = ("attempts", "cost", "width", "height", "error_status")
 
 

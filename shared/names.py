@@ -10,6 +10,8 @@ QUEUE_LOW = "samq.infer.low"
 INFER_QUEUES = (QUEUE_HIGH, QUEUE_NORMAL, QUEUE_LOW)
 QUEUE_WEBHOOKS = "samq.webhooks"
 TASK_SEGMENT = "samq.segment"
+TASK_DELIVER = "samq.deliver_webhook"
+PRIORITY_QUEUES = {"high": QUEUE_HIGH, "normal": QUEUE_NORMAL, "low": QUEUE_LOW}
 
 
 def api_key(key_hash: str) -> str:
@@ -56,3 +58,32 @@ def waiting(queue: str) -> str:
 
 # Hash of counters since the store began: jobs accepted and finished by status (for /metrics).
 STATS = f"{PREFIX}:stats"
+
+
+def batch(batch_id: str) -> str:
+    """Hash with one batch's record and its per-status counters."""
+    return f"{PREFIX}:batch:{batch_id}"
+
+
+def batch_jobs(batch_id: str) -> str:
+    """List of a batch's job ids, in submission order."""
+    return f"{PREFIX}:batch:{batch_id}:jobs"
+
+
+def idempotency(key_id: str, idem_key: str) -> str:
+    """The first answer given to one Idempotency-Key of one API key."""
+    return f"{PREFIX}:idem:{key_id}:{idem_key}"
+
+
+# Sorted set (score: epoch s) of webhook events written atomically with the job change that caused them,
+# removed once handed to the broker; members are the events' JSON. A sweeper resends old entries.
+OUTBOX = f"{PREFIX}:outbox"
+
+
+def deliveries(job_or_batch_id: str) -> str:
+    """List of webhook delivery attempts (JSON) of one job or batch, kept as long as the job."""
+    return f"{PREFIX}:deliveries:{job_or_batch_id}"
+
+
+# Sorted set (score: epoch s of expiry) of storage prefixes to delete when their job's retention ends.
+EXPIRING = f"{PREFIX}:expiring"

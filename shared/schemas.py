@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
@@ -181,6 +181,9 @@ class JobRequest(SegmentRequest):
     outputs: list[str] | None = None
     polygons: Bool = False
     metadata: dict[str, Any] | None = None
+    priority: Literal["high", "normal", "low"] = "normal"
+    webhook_url: str | None = Field(None, min_length=1, max_length=2048)
+    webhook_events: list[Literal["started", "completed"]] = ["completed"]
 
     @field_validator("prompt", mode="before")
     @classmethod

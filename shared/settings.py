@@ -58,7 +58,13 @@ class Settings(BaseSettings):
     max_objects: int = Field(100, ge=1, description="most objects a text prompt may return")
     cost_per_job: int = Field(1, ge=0, description="credits charged per job")
     rate_limit_per_min: int = Field(600, ge=0, description="requests per key per minute; 0 = unlimited")
-    job_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="how long job records and results are kept")
+    retention_s: int = Field(
+        7 * 24 * 3600, gt=0, description="how long job and batch records, inputs and outputs are kept, s"
+    )
+    max_batch_items: int = Field(1000, ge=1, description="most jobs in one POST /v1/batches")
+    public_url: str | None = Field(
+        None, description="the gateway's URL as clients see it, for links in webhooks (default http://host:port)"
+    )
 
     # Worker behaviour
     max_attempts: int = Field(3, ge=1, description="attempts before a job ends failed and refunded")
@@ -72,6 +78,11 @@ class Settings(BaseSettings):
     fetch_allow_hosts: str = Field(
         "", description="comma-separated host[:port] exempt from the private-address rule (tests, internal)"
     )
+
+    @property
+    def base_url(self) -> str:
+        """The gateway's public base URL, without a trailing slash."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def broker(self) -> str:

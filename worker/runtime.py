@@ -26,7 +26,7 @@ class Runtime:
         self.settings = settings
         self.celery = celery
         self.redis = redis.Redis.from_url(settings.redis_url)
-        self.jobs = JobStore(self.redis, settings.job_ttl_s)
+        self.jobs = JobStore(self.redis, settings.retention_s)
         self.storage = make_storage(settings)
         self._stop = threading.Event()
 

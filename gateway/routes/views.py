@@ -1,47 +1,16 @@
-"""How a job record looks to its owner."""
+"""The shared job view, with this request's base URL."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import url_for
+from flask import request
 
 from gateway.services import services
-from shared.jobs import JobStatus
-
-
-def output_urls(job: dict[str, Any]) -> dict[str, str]:
-    """Where each output can be downloaded: presigned storage URLs, else the gateway's result route."""
-    svc = services()
-    urls = {}
-    for name, output in job.get("outputs", {}).items():
-        urls[name] = svc.storage.presign(output["key"], svc.settings.presign_expires_s) or url_for(
-            "jobs.get_result", job_id=job["id"], output=name, _external=True)
-    return urls
+from shared import views
 
 
 def job_view(job: dict[str, Any]) -> dict[str, Any]:
-    """The public JSON of a job (no key ids, no storage keys)."""
-    status = JobStatus(job["status"])
-    error = None
-    if "error_code" in job:
-        error = {"code": job["error_code"], "message": job.get("error_message", "")}
-    urls = {"self": url_for("jobs.get_job", job_id=job["id"], _external=True)}
-    if status is JobStatus.SUCCEEDED:
-        urls["result"] = url_for("jobs.get_result", job_id=job["id"], _external=True)
-        urls["outputs"] = output_urls(job)
-    return {
-        "id": job["id"],
-        "status": status.value,
-        "created_at": job.get("created_at"),
-        "started_at": job.get("started_at"),
-        "finished_at": job.get("finished_at"),
-        "attempts": job.get("attempts", 0),
-        "error": error,
-        "objects": job.get("objects", []),
-        "objects_found": int(job["objects_found"]) if "objects_found" in job else None,
-        "outputs": list(job.get("outputs", {})),
-        "embedding": job.get("embedding"),
-        "metadata": job.get("metadata"),
-        "urls": urls,
-    }
+    """The public JSON of a job, as seen through this gateway."""
+    svc = services()
+    return views.job_view(job, svc.storage, request.host_url.rstrip("/"), svc.settings.presign_expires_s)
