@@ -49,4 +49,5 @@ def _rate_limit(key_id: str, per_minute: int) -> None:
         pipe.expire(counter, 120)
         count, _ = pipe.execute()
     if count > per_minute:
-        raise RateLimited(f"more than {per_minute} requests this minute; retry after {60 - int(time.time()) % 60} s")
+        wait = 60 - int(time.time()) % 60
+        raise RateLimited(f"more than {per_minute} requests this minute; retry after {wait} s", retry_after_s=wait)

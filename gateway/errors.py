@@ -29,7 +29,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(SamqError)
     def _samq(exc: SamqError):
-        return error_response(exc.code, exc.message, exc.status)
+        response = error_response(exc.code, exc.message, exc.status)
+        if exc.retry_after_s is not None:
+            response.headers["Retry-After"] = str(max(1, int(exc.retry_after_s)))
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):

@@ -1,62 +1,167 @@
-"""Accepting a job: validate, reserve credits, store the input, record, enqueue; undo on any failure."""
+"""Accepting jobs: validate everything, store the inputs, one ACCEPT call, publish; undo on any failure.
+
+The order matters: every 4xx (bad body, bad image, unknown key, no credits) comes before any capacity
+check (503), and nothing is charged unless the jobs are recorded, waiting and published.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-import uuid
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.services import Services
 from shared import names, workers
-from shared.errors import NoCapacity, SamqError
+from shared.errors import InvalidRequest, NoCapacity, SamqError
 from shared.fetch import check_url
-from shared.images import decode_base64_field, inspect_image
+from shared.images import decode_base64_field, peek_image
+from shared.jobs import Accepted, Idempotency, Limits, NewJob, new_id
 from shared.keys import ApiKey
-from shared.queue import enqueue_segment
-from shared.schemas import SegmentRequest, check_inside
+from shared.queue import enqueue_segments
+from shared.schemas import JobRequest, SegmentRequest, check_inside, parse_body
 
 log = logging.getLogger(__name__)
+_UPLOADERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="samq-input")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated job, and its input bytes still to be stored (None for URL inputs)."""
+
+    job: NewJob
+    data: bytes | None
+
+
+def prepare(svc: Services, key: ApiKey, req: SegmentRequest, mode: str, batch_id: str | None = None,
+            priority: str | None = None) -> Prepared:
+    """Check one request completely (no Redis, no storage) and build its job; raises a 4xx error."""
+    s = svc.settings
+    req.check(s.max_points, s.max_boxes, s.max_objects)
+    params = req.params()
+    job_id = new_id()
+    extra: dict[str, Any] = {}
+    data = None
+    if req.is_url:
+        check_url(req.image, s.allowed_fetch_hosts)  # fast refusal; the worker checks again when it fetches
+        extra["input_url"] = req.image.strip()
+    else:
+        data = decode_base64_field(req.image, s.max_image_bytes)
+        info = peek_image(data, s.max_image_bytes, s.max_image_pixels)  # the header only: the worker decodes
+        check_inside(params, info.width, info.height)
+        extra.update(width=info.width, height=info.height, input_type=info.content_type, input_key=f"inputs/{job_id}")
+    if isinstance(req, JobRequest):
+        priority = priority or req.priority
+        if req.webhook_url is not None:
+            check_url(req.webhook_url, s.allowed_webhook_hosts, field="webhook_url")
+            extra.update(webhook_url=req.webhook_url.strip(), webhook_events=list(req.webhook_events))
+        if req.metadata is not None:
+            extra["metadata"] = req.metadata
+    priority = priority or "normal"
+    job = NewJob(id=job_id, key_id=key.key_id, mode=mode, params=params, cost=s.cost_per_job,
+                 queue=names.PRIORITY_QUEUES[priority], priority=priority, batch_id=batch_id, **extra)
+    return Prepared(job, data)
+
+
+def fingerprint(body: Any) -> str:
+    """A request body's identity for idempotency (key order and spacing do not matter)."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def accept(svc: Services, key: ApiKey, items: Sequence[Prepared], answer: Callable[[list[NewJob]], tuple[int, Any]],
+           idem_key: str | None = None, body_fingerprint: str = "", batch: dict[str, Any] | None = None,
+           need_worker: bool = False) -> tuple[int, Any, Accepted]:
+    """Store inputs, record and reserve in one step, publish; returns (status, body, accepted).
+
+    `answer` builds the response from the jobs before they are recorded, so the very same answer can be
+    stored for idempotent replays. On a replay the stored answer is returned and nothing else happens.
+    """
+    s = svc.settings
+    jobs = [p.job for p in items]
+    status, body = answer(jobs)
+    idem = Idempotency(idem_key, body_fingerprint, status, json.dumps(body)) if idem_key else None
+    limits = Limits(
+        workers_since=time.time() - 3 * s.worker_heartbeat_s if need_worker else None,
+        max_queued=s.max_queued, max_active_per_key=s.max_unfinished_per_key, retry_after_s=5,
+    )
+    _store_inputs(svc, items)
+    try:
+        accepted = svc.jobs.accept(jobs, idem, batch, limits)
+    except BaseException:
+        _drop_inputs(svc, items)
+        raise
+    if accepted.replay is not None:
+        _drop_inputs(svc, items)  # a duplicate of a request already accepted: its own upload is not needed
+        replay_status, replay_body = accepted.replay
+        return replay_status, json.loads(replay_body), accepted
+    try:
+        for queue in dict.fromkeys(job.queue for job in jobs):
+            enqueue_segments(svc.celery, [job.id for job in jobs if job.queue == queue], queue)
+    except Exception as exc:
+        # Recorded but not published: close the jobs (refunded) so nothing waits forever or stays charged.
+        log.exception("could not publish %d job(s)", len(jobs))
+        for job in jobs:
+            record = svc.jobs.get(job.id)
+            if record is not None:
+                svc.jobs.fail(record, "no_capacity", "the job could not be queued", 503)
+        if idem_key:
+            svc.jobs.forget_answer(key.key_id, idem_key)
+        raise NoCapacity("the service could not queue the job; nothing was charged, try again", 5) from exc
+    svc.jobs.sent([job.id for job in jobs])
+    return status, body, accepted
+
+
+def _store_inputs(svc: Services, items: Sequence[Prepared]) -> None:
+    uploads = [p for p in items if p.data is not None]
+    try:
+        if len(uploads) == 1:
+            _put(svc, uploads[0])
+        elif uploads:
+            list(_UPLOADERS.map(lambda p: _put(svc, p), uploads))
+    except Exception as exc:
+        log.exception("could not store %d input(s)", len(uploads))
+        _drop_inputs(svc, items)
+        raise NoCapacity("the input could not be stored; nothing was charged, try again", 5) from exc
+
+
+def _put(svc: Services, item: Prepared) -> None:
+    svc.storage.put(item.job.input_key, item.data, item.job.input_type)
+
+
+def _drop_inputs(svc: Services, items: Sequence[Prepared]) -> None:
+    for item in items:
+        if item.data is not None:
+            try:
+                svc.storage.delete(item.job.input_key)
+            except Exception:  # best effort: the retention sweep and the bucket lifecycle catch leftovers
+                log.warning("could not delete %s", item.job.input_key)
+
+
+def prepare_batch(svc: Services, key: ApiKey, items: Any, batch_id: str, priority: str | None) -> list[Prepared]:
+    """Validate every item of a batch; the first bad one raises a 4xx error naming `items[i]`."""
+    if not isinstance(items, list) or not items:
+        raise InvalidRequest("'items': expected a non-empty list of job bodies")
+    limit = svc.settings.max_batch_items
+    if len(items) > limit:
+        raise InvalidRequest(f"'items': a batch holds at most {limit} jobs; this one has {len(items)}")
+    prepared = []
+    for i, item in enumerate(items):
+        where = f"items[{i}]"
+        try:
+            req = parse_body(JobRequest, item, prefix=where)
+            prepared.append(prepare(svc, key, req, "async", batch_id,
+                                    priority if "priority" not in req.model_fields_set else None))
+        except SamqError as exc:
+            if exc.message.startswith(f"'{where}"):
+                raise
+            raise type(exc)(f"'{where}': {exc.message}", exc.retry_after_s) from exc
+    return prepared
 
 
 def workers_alive(svc: Services) -> bool:
     """Whether any worker announced itself recently."""
     return bool(workers.alive(svc.redis, svc.settings.worker_heartbeat_s))
-
-
-def accept(svc: Services, key: ApiKey, req: SegmentRequest, mode: str, extra: dict[str, Any] | None = None) -> dict:
-    """Turn a validated request into a queued job; raises (charging nothing) when it cannot."""
-    s = svc.settings
-    req.check(s.max_points, s.max_boxes, s.max_objects)
-    fields: dict[str, Any] = {"key_id": key.key_id, "mode": mode, "params": req.params(), **(extra or {})}
-    data = None
-    if req.is_url:
-        check_url(req.image, s.allowed_fetch_hosts)  # fast refusal; the worker checks again when it fetches
-        fields["input_url"] = req.image.strip()
-    else:
-        data = decode_base64_field(req.image, s.max_image_bytes)
-        info = inspect_image(data, s.max_image_bytes, s.max_image_pixels)
-        check_inside(fields["params"], info.width, info.height)
-        fields.update(width=info.width, height=info.height, input_type=info.content_type)
-
-    job_id = uuid.uuid4().hex
-    queue = names.QUEUE_NORMAL  # priorities come with their own issue; workers already read high first
-    reservation = svc.credits.reserve(key.key_id, job_id, s.cost_per_job, s.retention_s)
-    try:
-        if data is not None:
-            fields["input_key"] = f"inputs/{job_id}"
-            svc.storage.put(fields["input_key"], data, fields["input_type"])
-        svc.jobs.create(job_id, cost=reservation.cost, queue=queue, **fields)
-        enqueue_segment(svc.celery, job_id, queue)
-        svc.jobs.mark_sent(job_id, queue)
-    except Exception as exc:
-        # Nothing may be lost: give the credits back and close the job if it was written.
-        log.exception("could not accept job %s", job_id)
-        job = svc.jobs.get(job_id)
-        if job is not None:
-            svc.jobs.fail(job, "no_capacity", "the job could not be queued", 503)
-        else:
-            svc.credits.refund(key.key_id, job_id)
-        if isinstance(exc, SamqError):
-            raise
-        raise NoCapacity("the service could not queue the job; nothing was charged, try again") from exc
-    return svc.jobs.get(job_id) or {"id": job_id}

@@ -108,7 +108,7 @@ def run(settings: Settings) -> int:
     preset = ensure_models(settings)
     redis_note, redis_proc = ensure_redis(settings)
     storage = make_storage(settings)
-    storage.ensure()
+    storage.ensure(settings.lifecycle_days)
     if settings.storage.startswith("file://"):
         Path(settings.storage.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
     procs = [subprocess.Popen(gateway_command(settings)), subprocess.Popen(worker_command(settings))]

@@ -9,9 +9,10 @@ class SamqError(Exception):
     code = "internal_error"
     status = 500
 
-    def __init__(self, message: str = "internal error") -> None:
+    def __init__(self, message: str = "internal error", retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_after_s = retry_after_s  # sent as Retry-After: when trying again makes sense
 
     def to_dict(self) -> dict:
         """The JSON error body."""
@@ -64,6 +65,26 @@ class RateLimited(SamqError):
 
 class NoCapacity(SamqError):
     code, status = "no_capacity", 503
+
+
+class QueueFull(SamqError):
+    code, status = "queue_full", 503
+
+
+class TooManyJobs(SamqError):
+    code, status = "too_many_jobs", 429
+
+
+class IdempotencyMismatch(SamqError):
+    code, status = "idempotency_mismatch", 422
+
+
+class Expired(SamqError):
+    code, status = "expired", 404
+
+
+class NotCancelable(SamqError):
+    code, status = "not_cancelable", 409
 
 
 class ModelsMissing(SamqError):

@@ -34,29 +34,32 @@ def _is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def check_url(url: str, allow_hosts: frozenset[str] = frozenset()) -> Target:
-    """Parse and resolve a URL; refuse anything but http(s) to public addresses (unless allow-listed)."""
+def check_url(url: str, allow_hosts: frozenset[str] = frozenset(), field: str = "image") -> Target:
+    """Parse and resolve a URL; refuse anything but http(s) to public addresses (unless allow-listed).
+
+    `field` names the request field in error messages (image URLs and webhook URLs share this guard).
+    """
     try:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:
-        raise InvalidRequest(f"'image' is not a valid URL: {exc}") from exc
+        raise InvalidRequest(f"'{field}' is not a valid URL: {exc}") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRequest("'image' URL must be http:// or https:// with a host")
+        raise InvalidRequest(f"'{field}' must be an http:// or https:// URL with a host")
     if parts.username or parts.password:
-        raise UrlNotAllowed("image URLs may not carry credentials")
+        raise UrlNotAllowed(f"'{field}': URLs may not carry credentials")
     host = parts.hostname.lower()
     port = port or (443 if parts.scheme == "https" else 80)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise FetchFailed(f"cannot resolve the image URL's host {host!r}") from exc
+        raise FetchFailed(f"'{field}': cannot resolve the host {host!r}") from exc
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     allowed = host in allow_hosts or f"{host}:{port}" in allow_hosts
     if not allowed:
         bad = [a for a in addresses if not _is_public(a)]
         if bad:
-            raise UrlNotAllowed(f"image URL host {host!r} resolves to a non-public address ({bad[0]})")
+            raise UrlNotAllowed(f"'{field}': host {host!r} resolves to a non-public address ({bad[0]})")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query

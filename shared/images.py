@@ -74,6 +74,15 @@ def _orientation(img: Image.Image) -> int:
         return 1
 
 
+def peek_image(data: bytes, max_bytes: int, max_pixels: int) -> ImageInfo:
+    """Format and displayed size from the header alone (no pixel decoding): the worker decodes it anyway."""
+    img = _open(data, max_bytes, max_pixels)
+    width, height = img.size
+    if _orientation(img) in (5, 6, 7, 8):
+        width, height = height, width
+    return ImageInfo(img.format, SUPPORTED_FORMATS[img.format], width, height)
+
+
 def inspect_image(data: bytes, max_bytes: int, max_pixels: int) -> ImageInfo:
     """Check that the bytes are a whole, supported image within limits; fully decodes it."""
     img = _open(data, max_bytes, max_pixels)

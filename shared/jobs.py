@@ -1,9 +1,18 @@
-"""Job records in Redis, their states, and the scripts that move them (and settle credits)."""
+"""Job records in Redis, their states, and the scripts that move them (and settle credits).
+
+Every change of a job's state is one Lua script, so credits, batch counters, the waiting sets and
+webhook events (the outbox) always move together with it:
+ACCEPT (N new jobs), START (a worker takes one), FINISH (terminal, or a cancel request), CLAIM_DUE.
+"""
 
 from __future__ import annotations
 
 import json
+import secrets
 import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -11,6 +20,7 @@ from typing import Any
 import redis
 
 from shared import names
+from shared.errors import IdempotencyMismatch, InsufficientCredits, NoCapacity, QueueFull, TooManyJobs, Unauthorized
 
 
 class JobStatus(StrEnum):
@@ -28,54 +38,189 @@ class JobStatus(StrEnum):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
 
 
-START = """
--- A worker takes a job: queued|running -> running, counting the attempt.
--- KEYS[1] job hash  KEYS[2] waiting set of its queue
--- ARGV[1] now (ISO)  ARGV[2] max attempts  ARGV[3] job id
--- Returns the attempt number; 0 when the job is missing or terminal;
--- minus the attempt number when it is past max attempts (the caller fails it)
-local status = redis.call('HGET', KEYS[1], 'status')
-redis.call('ZREM', KEYS[2], ARGV[3])
-if not status or status == 'succeeded' or status == 'failed' or status == 'canceled' then return 0 end
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-if attempt > tonumber(ARGV[2]) then return -attempt end
-redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
-return attempt
+class Cancel(StrEnum):
+    """What a cancel request did."""
+
+    CANCELED = "canceled"  # it was queued: canceled and refunded now
+    REQUESTED = "requested"  # it is running: its worker cancels it at the next check
+    TERMINAL = "terminal"  # too late: it already ended
+    MISSING = "missing"
+
+
+ACCEPT = """
+-- Accept N jobs in one step, all or nothing: the key is live, the credits are reserved, the records,
+-- waiting and rescue entries, batch and idempotency records are written together.
+-- KEYS[1] key hash  KEYS[2] credit balance  KEYS[3] idempotency record  KEYS[4] stats  KEYS[5] unsent set
+-- KEYS[6] workers set  KEYS[7] active count of the key  KEYS[8] batch hash  KEYS[9] batch job list
+-- KEYS[10..12] waiting sets (high, normal, low)  KEYS[13..] per job: job hash, hold (2 keys each)
+-- ARGV[1] now (epoch s)  ARGV[2] cost per job  ARGV[3] waiting set index (1..3) of the jobs
+-- ARGV[4] idempotency fingerprint ('' = no idempotency key)  ARGV[5] idempotency ttl (s)
+-- ARGV[6] answer status  ARGV[7] answer body  ARGV[8] need a worker heard since (epoch s; '' = no check)
+-- ARGV[9] most jobs queued in all (0 = no bound)  ARGV[10] most unfinished jobs per key (0 = no bound)
+-- ARGV[11] batch fields as a JSON object ('' = no batch)  ARGV[12..] per job: its fields as a JSON object
+-- Returns {code, n}: 1 accepted (n = balance); 2 replay (n = status, 3rd = body); 3 idempotency key reused
+-- with another body; 0 not enough credits (n = balance); -1 unknown key; -2 disabled key; -3 no worker;
+-- -4 queue full (n = queued); -5 too many unfinished jobs of this key (n = unfinished)
+if ARGV[4] ~= '' then
+  local seen = redis.call('HMGET', KEYS[3], 'fingerprint', 'status', 'body')
+  if seen[1] then
+    if seen[1] ~= ARGV[4] then return {3, 0} end
+    return {2, tonumber(seen[2]), seen[3]}
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
+if redis.call('HGET', KEYS[1], 'disabled') == '1' then return {-2, 0} end
+local n = #ARGV - 11
+local cost = tonumber(ARGV[2]) * n
+local balance = tonumber(redis.call('GET', KEYS[2]) or '0')
+if balance < cost then return {0, balance} end
+if ARGV[8] ~= '' and redis.call('ZCOUNT', KEYS[6], ARGV[8], '+inf') == 0 then return {-3, 0} end
+if tonumber(ARGV[9]) > 0 then
+  local queued = redis.call('ZCARD', KEYS[10]) + redis.call('ZCARD', KEYS[11]) + redis.call('ZCARD', KEYS[12])
+  if queued + n > tonumber(ARGV[9]) then return {-4, queued} end
+end
+local active = tonumber(redis.call('GET', KEYS[7]) or '0')
+if tonumber(ARGV[10]) > 0 and active + n > tonumber(ARGV[10]) then return {-5, active} end
+balance = redis.call('DECRBY', KEYS[2], cost)
+redis.call('INCRBY', KEYS[7], n)
+local waiting = KEYS[9 + tonumber(ARGV[3])]
+local now = tonumber(ARGV[1])
+for i = 1, n do
+  local fields = cjson.decode(ARGV[11 + i])
+  local job, hold = KEYS[11 + 2 * i], KEYS[12 + 2 * i]
+  for k, v in pairs(fields) do redis.call('HSET', job, k, v) end
+  redis.call('SET', hold, ARGV[2])  -- no TTL: deleted when the job is settled, however long that takes
+  redis.call('ZADD', waiting, now + i * 1e-6, fields['id'])  -- before the publish, so START always finds it
+  redis.call('ZADD', KEYS[5], now, fields['id'])
+  if ARGV[11] ~= '' then redis.call('RPUSH', KEYS[9], fields['id']) end
+end
+if ARGV[11] ~= '' then
+  for k, v in pairs(cjson.decode(ARGV[11])) do redis.call('HSET', KEYS[8], k, v) end
+  redis.call('HSET', KEYS[8], 'total', n, 'queued', n, 'running', 0, 'succeeded', 0, 'failed', 0, 'canceled', 0)
+end
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[3], 'fingerprint', ARGV[4], 'status', ARGV[6], 'body', ARGV[7])
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+end
+redis.call('HINCRBY', KEYS[4], 'jobs_accepted', n)
+redis.call('HINCRBY', KEYS[4], 'credits_reserved', cost)
+return {1, balance}
 """
 
-CLAIM_UNSENT = """
--- Take jobs that were recorded but never reached the broker (their gateway died in between).
--- KEYS[1] the unsent sorted set
--- ARGV[1] created before this time (epoch s)  ARGV[2] most to take
--- Returns the job ids taken; whoever removes an id is the one who sends it
+START = """
+-- A worker takes a job: queued|running -> running, counting the attempt.
+-- KEYS[1] job hash  KEYS[2] waiting set of its queue  KEYS[3] batch hash  KEYS[4] outbox
+-- ARGV[1] now (ISO)  ARGV[2] max attempts  ARGV[3] job id  ARGV[4] now (epoch s)  ARGV[5] event id
+-- Returns {attempt, event}: attempt 0 when the job is missing or terminal, -1 when a cancel was asked
+-- (the caller cancels it), minus the attempt number past max attempts (the caller fails it);
+-- event is the job.started webhook event written to the outbox, or ''
+redis.call('ZREM', KEYS[2], ARGV[3])
+local job = redis.call('HMGET', KEYS[1], 'status', 'cancel_requested', 'batch_id', 'webhook_url', 'webhook_events',
+                       'key_id')
+local status = job[1]
+if not status or status == 'succeeded' or status == 'failed' or status == 'canceled' then return {0, ''} end
+if job[2] == '1' then return {-1, ''} end
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if attempt > tonumber(ARGV[2]) then return {-attempt, ''} end
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+local event = ''
+if status == 'queued' then
+  if job[3] then redis.call('HINCRBY', KEYS[3], 'queued', -1); redis.call('HINCRBY', KEYS[3], 'running', 1) end
+  if job[4] and job[5] and string.find(job[5], '"started"', 1, true) then
+    event = cjson.encode({id = ARGV[5], type = 'job.started', job_id = ARGV[3], key_id = job[6], url = job[4],
+                          at = tonumber(ARGV[4])})
+    redis.call('ZADD', KEYS[4], ARGV[4], event)
+  end
+end
+return {attempt, event}
+"""
+
+FINISH = """
+-- Move a job to a terminal state and settle its credits, once; or ask a running job to cancel.
+-- KEYS[1] job hash  KEYS[2] hold  KEYS[3] credit balance of its key  KEYS[4] done channel  KEYS[5] stats
+-- KEYS[6] active count of the key  KEYS[7] batch hash  KEYS[8] batch job list  KEYS[9] outbox
+-- KEYS[10] expiring set  KEYS[11] waiting set of its queue
+-- ARGV[1] terminal status, or 'cancel' (queued -> canceled; running -> cancel requested)
+-- ARGV[2] now (epoch s)  ARGV[3] retention (s)  ARGV[4] job event id  ARGV[5] batch event id  ARGV[6] job id
+-- ARGV[7..] field, value pairs to store with the terminal state
+-- Success after a cancel request turns into canceled (and the fields are not stored).
+-- Returns {code, job event, batch event}: code 1 moved (to ARGV[1]), 2 moved to canceled instead,
+-- 3 cancel requested (it is running), 0 already terminal or missing (nothing changes)
+local job = redis.call('HMGET', KEYS[1], 'status', 'cancel_requested', 'batch_id', 'webhook_url', 'webhook_events',
+                       'key_id')
+local status = job[1]
+if not status or status == 'succeeded' or status == 'failed' or status == 'canceled' then return {0, '', ''} end
+local target, code = ARGV[1], 1
+if target == 'cancel' then
+  if status == 'running' then
+    redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+    return {3, '', ''}
+  end
+  target, code = 'canceled', 2
+elseif target == 'succeeded' and job[2] == '1' then
+  target, code = 'canceled', 2
+end
+redis.call('HSET', KEYS[1], 'status', target)
+if code == 1 and #ARGV > 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 7)) end
+if code == 2 then redis.call('HSET', KEYS[1], 'finished_at', ARGV[8]) end
+local held = redis.call('GET', KEYS[2])
+if held then
+  if target == 'succeeded' then
+    redis.call('HINCRBY', KEYS[5], 'credits_committed', held)
+  else
+    redis.call('INCRBY', KEYS[3], held)
+    redis.call('HINCRBY', KEYS[5], 'credits_refunded', held)
+  end
+  redis.call('DEL', KEYS[2])
+end
+redis.call('DECR', KEYS[6])
+redis.call('ZREM', KEYS[11], ARGV[6])
+redis.call('HINCRBY', KEYS[5], 'jobs_' .. target, 1)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[10], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[6])
+local now = tonumber(ARGV[2])
+local job_event, batch_event = '', ''
+if job[4] and (not job[5] or string.find(job[5], '"completed"', 1, true)) then
+  job_event = cjson.encode({id = ARGV[4], type = 'job.' .. target, job_id = ARGV[6], key_id = job[6], url = job[4],
+                            at = now})
+  redis.call('ZADD', KEYS[9], now, job_event)
+end
+if job[3] then
+  redis.call('HINCRBY', KEYS[7], status, -1)
+  redis.call('HINCRBY', KEYS[7], target, 1)
+  local c = redis.call('HMGET', KEYS[7], 'total', 'succeeded', 'failed', 'canceled', 'webhook_url')
+  if tonumber(c[2]) + tonumber(c[3]) + tonumber(c[4]) == tonumber(c[1]) then
+    -- Only the step that ends the last job gets here: batch.completed is written exactly once.
+    redis.call('HSET', KEYS[7], 'finished_at', ARGV[8])
+    redis.call('EXPIRE', KEYS[7], ARGV[3])
+    redis.call('EXPIRE', KEYS[8], ARGV[3])
+    if c[5] then
+      batch_event = cjson.encode({id = ARGV[5], type = 'batch.completed', batch_id = job[3], key_id = job[6],
+                                  url = c[5], at = now})
+      redis.call('ZADD', KEYS[9], now, batch_event)
+    end
+  end
+end
+redis.call('PUBLISH', KEYS[4], target)
+return {code, job_event, batch_event}
+"""
+
+CLAIM_DUE = """
+-- Take the members of a time-scored set that are due: jobs recorded but never sent to the broker (their
+-- gateway died in between), or jobs whose retention ended (their stored objects are deleted).
+-- KEYS[1] the sorted set
+-- ARGV[1] scored at or before this time (epoch s)  ARGV[2] most to take
+-- Returns the ids taken; whoever removes an id is the one who handles it
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(ids) do redis.call('ZREM', KEYS[1], id) end
 return ids
 """
 
-FINISH = """
--- Move a job to a terminal state and settle its credits, once.
--- KEYS[1] job hash  KEYS[2] hold of the job  KEYS[3] credit balance of its key  KEYS[4] done channel
--- KEYS[5] counters
--- ARGV[1] terminal status  ARGV[2] '1' refund the hold, '0' commit it  ARGV[3..] field, value pairs
--- Returns 1 when the job moved, 0 when it was already terminal or missing (nothing changes)
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status or status == 'succeeded' or status == 'failed' or status == 'canceled' then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[1])
-if #ARGV > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
-local held = redis.call('GET', KEYS[2])
-if held then
-  if ARGV[2] == '1' then redis.call('INCRBY', KEYS[3], held) end
-  redis.call('DEL', KEYS[2])
-end
-redis.call('HINCRBY', KEYS[5], 'jobs_' .. ARGV[1], 1)
-redis.call('PUBLISH', KEYS[4], ARGV[1])
-return 1
-"""
-
 # Fields stored as JSON; everything else is a plain string.
 _JSON_FIELDS = ("params", "objects", "outputs", "metadata", "timings", "webhook_events")
 _INT_FIELDS = ("attempts", "cost", "width", "height", "error_status")
+_QUEUE_INDEX = {queue: i for i, queue in enumerate(names.INFER_QUEUES, start=1)}
+IDEMPOTENCY_TTL_S = 24 * 3600
 
 
 def now_iso() -> str:
@@ -83,33 +228,139 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def new_id() -> str:
+    """An unguessable id (128 random bits) that starts with its creation time (ms, hex): age is readable."""
+    return f"{int(time.time() * 1000):011x}{secrets.token_hex(16)}"
+
+
+def id_age_s(any_id: str) -> float | None:
+    """Seconds since an id from new_id() was made; None for ids of another shape."""
+    if len(any_id) != 43:
+        return None
+    try:
+        return time.time() - int(any_id[:11], 16) / 1000
+    except ValueError:
+        return None
+
+
+def event_id() -> str:
+    """A webhook event id (the same on every retry of that event)."""
+    return f"msg_{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What the gateway hands the worker: one job's record as accepted (the image stays in storage)."""
+
+    id: str
+    key_id: str
+    mode: str  # "sync" (the drop-in) or "async"
+    params: dict[str, Any]
+    cost: int
+    queue: str
+    priority: str = "normal"
+    created_at: str = field(default_factory=now_iso)
+    input_key: str | None = None
+    input_url: str | None = None
+    input_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    batch_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    webhook_url: str | None = None
+    webhook_events: list[str] | None = None
+
+    def record(self) -> dict[str, str]:
+        """The Redis hash fields of the new job."""
+        fields = {k: v for k, v in self.__dict__.items() if v is not None}
+        return _encode({**fields, "status": JobStatus.QUEUED.value, "attempts": 0})
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """An Idempotency-Key, the request's fingerprint, and the answer to store if this request is the first."""
+
+    key: str
+    fingerprint: str
+    status: int
+    body: str
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The outcome of ACCEPT: the balance after reserving, or the first answer to replay."""
+
+    balance: int | None = None
+    replay: tuple[int, str] | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Capacity rules checked inside ACCEPT, after the key and credits."""
+
+    workers_since: float | None = None  # a worker must have been heard since then (None: no check)
+    max_queued: int = 0
+    max_active_per_key: int = 0
+    retry_after_s: int = 5
+
+
 class JobStore:
     """Reads and writes job records; the only code that changes a job's status."""
 
-    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis, retention_s: int,
+                 on_events: Callable[[list[str]], None] | None = None) -> None:
         self.client = client
-        self.ttl_s = ttl_s
+        self.retention_s = retention_s
+        self.on_events = on_events or (lambda events: None)  # hands outbox events to the webhook queue
+        self._accept = client.register_script(ACCEPT)
         self._start = client.register_script(START)
         self._finish = client.register_script(FINISH)
-        self._claim = client.register_script(CLAIM_UNSENT)
+        self._claim = client.register_script(CLAIM_DUE)
 
-    def create(self, job_id: str, **fields: Any) -> None:
-        """Write a new queued job with its retention TTL."""
-        record = {"id": job_id, "status": JobStatus.QUEUED.value, "created_at": now_iso(), "attempts": 0}
-        record.update(fields)
-        with self.client.pipeline() as pipe:  # MULTI: the record and its unsent mark exist together
-            pipe.hset(names.job(job_id), mapping=_encode(record))
-            pipe.expire(names.job(job_id), self.ttl_s)
-            pipe.zadd(names.UNSENT, {job_id: time.time()})
-            pipe.hincrby(names.STATS, "jobs_accepted", 1)
-            pipe.execute()
+    def accept(self, jobs: list[NewJob], idem: Idempotency | None = None, batch: dict[str, Any] | None = None,
+               limits: Limits | None = None) -> Accepted:
+        """Reserve credits and record `jobs` (one queue, one key) in one step; raises, changing nothing."""
+        limits = limits or Limits()
+        first = jobs[0]
+        keys = [names.api_key(first.key_id), names.credits(first.key_id),
+                names.idempotency(first.key_id, idem.key) if idem else names.idempotency(first.key_id, ""),
+                names.STATS, names.UNSENT, names.WORKERS, names.active(first.key_id),
+                names.batch(first.batch_id or ""), names.batch_jobs(first.batch_id or ""),
+                *(names.waiting(q) for q in names.INFER_QUEUES)]
+        args: list[Any] = [time.time(), first.cost, _QUEUE_INDEX[first.queue],
+                           idem.fingerprint if idem else "", IDEMPOTENCY_TTL_S,
+                           idem.status if idem else 0, idem.body if idem else "",
+                           "" if limits.workers_since is None else limits.workers_since,
+                           limits.max_queued, limits.max_active_per_key,
+                           json.dumps(_encode(batch)) if batch else ""]
+        for job in jobs:
+            keys += [names.job(job.id), names.hold(job.id)]
+            args.append(json.dumps(job.record()))
+        code, value, *rest = self._accept(keys=keys, args=args)
+        if code == 1:
+            return Accepted(balance=int(value))
+        if code == 2:
+            return Accepted(replay=(int(value), rest[0].decode()))
+        raise {
+            3: lambda: IdempotencyMismatch("this Idempotency-Key was used with a different request body"),
+            0: lambda: InsufficientCredits(
+                f"this call costs {first.cost * len(jobs)} credits; the key has {value}; nothing was charged"),
+            -1: lambda: Unauthorized("unknown API key"),
+            -2: lambda: Unauthorized("this API key is disabled"),
+            -3: lambda: NoCapacity("no worker is running; nothing was charged", limits.retry_after_s),
+            -4: lambda: QueueFull(f"the queue is full ({value} jobs waiting); nothing was charged",
+                                  limits.retry_after_s),
+            -5: lambda: TooManyJobs(f"this key has {value} unfinished jobs, the most allowed is "
+                                    f"{limits.max_active_per_key}; nothing was charged", limits.retry_after_s),
+        }[code]()
 
-    def mark_sent(self, job_id: str, queue: str) -> None:
-        """The broker has the job: it no longer needs rescuing, and now waits in `queue`."""
-        with self.client.pipeline() as pipe:
-            pipe.zrem(names.UNSENT, job_id)
-            pipe.zadd(names.waiting(queue), {job_id: time.time()}, nx=True)
-            pipe.execute()
+    def sent(self, job_ids: list[str]) -> None:
+        """The broker has these jobs: they no longer need rescuing."""
+        self.client.zrem(names.UNSENT, *job_ids)
+
+    def forget_answer(self, key_id: str, idem_key: str) -> None:
+        """Drop a stored idempotent answer (its request could not be completed, so a retry must run anew)."""
+        self.client.delete(names.idempotency(key_id, idem_key))
 
     def peek_waiting(self, queues: tuple[str, ...], limit: int) -> list[str]:
         """Up to `limit` job ids next in line, in the order workers take them (queues in priority order)."""
@@ -125,30 +376,68 @@ class JobStore:
         ids = self._claim(keys=[names.UNSENT], args=[time.time() - older_than_s, limit])
         return [i.decode() for i in ids]
 
+    def claim_expired(self, limit: int = 100) -> list[str]:
+        """Ids of jobs whose retention has ended (their records are gone); each id is handed out once."""
+        return [i.decode() for i in self._claim(keys=[names.EXPIRING], args=[time.time(), limit])]
+
     def get(self, job_id: str) -> dict[str, Any] | None:
         """The job record, decoded, or None."""
         raw = self.client.hgetall(names.job(job_id))
         return _decode(raw) if raw else None
 
-    def start(self, job_id: str, max_attempts: int, queue: str = names.QUEUE_NORMAL) -> int:
-        """Mark running and count the attempt (see START for the return value)."""
-        keys = [names.job(job_id), names.waiting(queue)]
-        return int(self._start(keys=keys, args=[now_iso(), max_attempts, job_id]))
+    def statuses(self, job_ids: list[str]) -> list[str | None]:
+        """The status of each job (None for expired ones), in one round trip."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(names.job(job_id), "status")
+            return [s.decode() if s else None for s in pipe.execute()]
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether someone asked to cancel this (running) job."""
+        return self.client.hget(names.job(job_id), "cancel_requested") == b"1"
+
+    def start(self, job: dict[str, Any], max_attempts: int) -> int:
+        """Mark running and count the attempt (see START for the return value); publishes job.started."""
+        keys = [names.job(job["id"]), names.waiting(job.get("queue", names.QUEUE_NORMAL)),
+                names.batch(job.get("batch_id", "")), names.OUTBOX]
+        attempt, event = self._start(keys=keys, args=[now_iso(), max_attempts, job["id"], time.time(), event_id()])
+        if event:
+            self.on_events([event.decode()])
+        return int(attempt)
+
+    def _move(self, job: dict[str, Any], target: str, fields: dict[str, Any]) -> int:
+        finished_at = fields.setdefault("finished_at", now_iso())
+        args: list[Any] = [target, time.time(), self.retention_s, event_id(), event_id(), job["id"],
+                           "finished_at", finished_at]
+        for key, value in _encode(fields).items():
+            if key != "finished_at":
+                args += [key, value]
+        batch_id = job.get("batch_id", "")
+        keys = [names.job(job["id"]), names.hold(job["id"]), names.credits(job["key_id"]), names.job_done(job["id"]),
+                names.STATS, names.active(job["key_id"]), names.batch(batch_id), names.batch_jobs(batch_id),
+                names.OUTBOX, names.EXPIRING, names.waiting(job.get("queue", names.QUEUE_NORMAL))]
+        code, *events = self._finish(keys=keys, args=args)
+        events = [e.decode() for e in events if e]
+        if events:
+            self.on_events(events)
+        return int(code)
 
     def finish(self, job: dict[str, Any], status: JobStatus, **fields: Any) -> bool:
-        """Move to a terminal state; succeeded commits the hold, anything else refunds it."""
+        """Move to a terminal state; succeeded commits the hold, anything else refunds it.
+
+        False when the job was already terminal, or was canceled meanwhile (then it ends canceled, refunded).
+        """
         assert status.terminal
-        fields.setdefault("finished_at", now_iso())
-        args: list[Any] = [status.value, "0" if status is JobStatus.SUCCEEDED else "1"]
-        for key, value in _encode(fields).items():
-            args += [key, value]
-        keys = [names.job(job["id"]), names.hold(job["id"]), names.credits(job["key_id"]), names.job_done(job["id"]),
-                names.STATS]
-        return bool(self._finish(keys=keys, args=args))
+        return self._move(job, status.value, fields) == 1
 
     def fail(self, job: dict[str, Any], code: str, message: str, status: int) -> bool:
         """Fail a job with an error and refund it."""
         return self.finish(job, JobStatus.FAILED, error_code=code, error_message=message, error_status=status)
+
+    def cancel(self, job: dict[str, Any]) -> Cancel:
+        """Cancel a queued job now (refunded), or ask its worker to cancel a running one."""
+        code = self._move(job, "cancel", {})
+        return {2: Cancel.CANCELED, 3: Cancel.REQUESTED}.get(code, Cancel.TERMINAL)
 
 
 def _encode(record: dict[str, Any]) -> dict[str, str]:

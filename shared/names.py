@@ -29,6 +29,11 @@ def hold(job_id: str) -> str:
     return f"{PREFIX}:hold:{job_id}"
 
 
+def active(key_id: str) -> str:
+    """Count of a key's accepted jobs that have not yet ended (bounds per-key queueing)."""
+    return f"{PREFIX}:active:{key_id}"
+
+
 def job(job_id: str) -> str:
     """Hash with one job's record."""
     return f"{PREFIX}:job:{job_id}"

@@ -37,3 +37,10 @@ def make_celery(settings: Settings) -> Celery:
 def enqueue_segment(app: Celery, job_id: str, queue: str = names.QUEUE_NORMAL) -> None:
     """Send a job id (never image bytes) to the inference queue."""
     app.send_task(names.TASK_SEGMENT, args=[job_id], queue=queue)
+
+
+def enqueue_segments(app: Celery, job_ids: list[str], queue: str) -> None:
+    """Send many job ids to one queue over one producer connection."""
+    with app.producer_or_acquire() as producer:
+        for job_id in job_ids:
+            app.send_task(names.TASK_SEGMENT, args=[job_id], queue=queue, producer=producer)

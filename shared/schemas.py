@@ -262,6 +262,17 @@ class JobRequest(SegmentRequest):
         return params
 
 
+class BatchRequest(BaseModel):
+    """`POST /v1/batches`: many job bodies (validated one by one), plus what applies to the whole batch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    items: list[Any] = Field(min_length=1)
+    webhook_url: str | None = Field(None, min_length=1, max_length=2048)
+    priority: Literal["high", "normal", "low"] | None = None
+    metadata: dict[str, Any] | None = None
+
+
 def check_inside(params: dict[str, Any], width: int, height: int) -> None:
     """Clicks and boxes must lie inside the displayed image; the message names the field."""
     for (x, y), label in zip(params.get("points", []), params.get("labels", []), strict=True):
@@ -273,16 +284,19 @@ def check_inside(params: dict[str, Any], width: int, height: int) -> None:
             raise InvalidRequest(f"'boxes' box {[round(v, 1) for v in box]} is outside the {width}x{height} image")
 
 
-def parse_body(model: type[BaseModel], body: Any) -> Any:
-    """Validate a JSON body into `model`, turning pydantic's errors into one clear 400."""
+def parse_body(model: type[BaseModel], body: Any, prefix: str = "") -> Any:
+    """Validate a JSON body into `model`, turning pydantic's errors into one clear 400.
+
+    `prefix` places the body inside a larger one in messages, as in `items[5].coordinates`.
+    """
     if not isinstance(body, dict):
-        raise InvalidRequest("the body must be a JSON object")
+        raise InvalidRequest(f"'{prefix}' must be a JSON object" if prefix else "the body must be a JSON object")
     try:
         return model.model_validate(body)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "body"
+            field = ".".join([prefix] * bool(prefix) + [str(p) for p in err["loc"]]) or "body"
             message = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 message = "unknown field"

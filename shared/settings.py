@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     retention_s: int = Field(
         7 * 24 * 3600, gt=0, description="how long job and batch records, inputs and outputs are kept, s"
     )
+    max_queued: int = Field(200_000, ge=0, description="most jobs waiting in all queues; 0 = no bound")
+    max_unfinished_per_key: int = Field(0, ge=0, description="most unfinished jobs of one key; 0 = no bound")
     max_batch_items: int = Field(1000, ge=1, description="most jobs in one POST /v1/batches")
     public_url: str | None = Field(
         None, description="the gateway's URL as clients see it, for links in webhooks (default http://host:port)"
@@ -73,11 +75,21 @@ class Settings(BaseSettings):
     resend_after_s: float = Field(30.0, gt=0, description="re-enqueue jobs recorded but never sent after this long")
     worker_heartbeat_s: float = Field(5.0, gt=0, description="how often workers announce themselves")
 
+    # Webhooks
+    webhook_allow_hosts: str = Field(
+        "", description="comma-separated host[:port] webhooks may reach even if private (tests, internal receivers)"
+    )
+
     # Fetching image URLs
     fetch_timeout_s: float = Field(10.0, gt=0, description="connect+read budget for image URLs")
     fetch_allow_hosts: str = Field(
         "", description="comma-separated host[:port] exempt from the private-address rule (tests, internal)"
     )
+
+    @property
+    def lifecycle_days(self) -> int:
+        """Days after which the bucket's lifecycle rule removes inputs and results the sweep missed."""
+        return -(-self.retention_s // 86400) + 1
 
     @property
     def base_url(self) -> str:
@@ -97,6 +109,11 @@ class Settings(BaseSettings):
         if self.s3_endpoint_url:
             return f"s3://{self.s3_bucket}"
         return "file://var/storage"
+
+    @property
+    def allowed_webhook_hosts(self) -> frozenset[str]:
+        """Hosts (host or host:port) webhooks may be sent to even if private."""
+        return frozenset(h.strip().lower() for h in self.webhook_allow_hosts.split(",") if h.strip())
 
     @property
     def allowed_fetch_hosts(self) -> frozenset[str]:

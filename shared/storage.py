@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
@@ -19,7 +20,9 @@ class Storage(Protocol):
 
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
     def get(self, key: str) -> bytes: ...
-    def ensure(self) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def delete_prefix(self, prefix: str) -> int: ...
+    def ensure(self, expire_days: int | None = None) -> None: ...
     def presign(self, key: str, expires_s: int) -> str | None: ...
 
 
@@ -50,8 +53,21 @@ class FileStorage:
         except FileNotFoundError as exc:
             raise NotFound(f"stored object {key} not found") from exc
 
-    def ensure(self) -> None:
-        """Create the root directory."""
+    def delete(self, key: str) -> None:
+        """Remove an object if it exists."""
+        self._path(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object whose key starts with `prefix` (a folder, ending in /); returns how many."""
+        folder = self._path(prefix.rstrip("/"))
+        if not folder.is_dir():
+            return 0
+        count = sum(1 for path in folder.rglob("*") if path.is_file())
+        shutil.rmtree(folder, ignore_errors=True)
+        return count
+
+    def ensure(self, expire_days: int | None = None) -> None:
+        """Create the root directory (the retention sweep alone deletes expired files)."""
         self.root.mkdir(parents=True, exist_ok=True)
 
     def presign(self, key: str, expires_s: int) -> str | None:
@@ -80,12 +96,35 @@ class S3Storage:
                 raise NotFound(f"stored object {key} not found") from exc
             raise
 
-    def ensure(self) -> None:
-        """Create the bucket when it does not exist."""
+    def delete(self, key: str) -> None:
+        """Remove an object (S3 answers the same whether or not it existed)."""
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object whose key starts with `prefix`; returns how many."""
+        count = 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if objects:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
+                count += len(objects)
+        return count
+
+    def ensure(self, expire_days: int | None = None) -> None:
+        """Create the bucket when it does not exist; with `expire_days`, a lifecycle rule as a backstop.
+
+        The worker's retention sweep deletes a job's objects when its record expires; the rule removes
+        whatever a sweep missed (inputs/ and results/ only) some days later.
+        """
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError:
             self.client.create_bucket(Bucket=self.bucket)
+        if expire_days:
+            rules = [{"ID": f"samq-expire-{prefix.rstrip('/')}", "Filter": {"Prefix": prefix}, "Status": "Enabled",
+                      "Expiration": {"Days": expire_days}} for prefix in ("inputs/", "results/")]
+            self.client.put_bucket_lifecycle_configuration(
+                Bucket=self.bucket, LifecycleConfiguration={"Rules": rules})
 
     def presign(self, key: str, expires_s: int) -> str | None:
         """A time-limited GET URL (signed locally, no request is made)."""

@@ -35,6 +35,7 @@ def job_view(job: dict[str, Any], storage: Storage, base_url: str, expires_s: in
         "started_at": job.get("started_at"),
         "finished_at": job.get("finished_at"),
         "attempts": job.get("attempts", 0),
+        "cancel_requested": job.get("cancel_requested") == "1",
         "error": error,
         "objects": job.get("objects", []),
         "objects_found": int(job["objects_found"]) if "objects_found" in job else None,

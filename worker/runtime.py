@@ -43,6 +43,7 @@ class Runtime:
                 try:
                     workers.announce(self.redis, hostname)
                     self.resend_unsent()
+                    self.sweep_expired()
                 except redis.RedisError:
                     log.warning("heartbeat to Redis failed; retrying")
                 self._stop.wait(self.settings.worker_heartbeat_s)
@@ -57,9 +58,16 @@ class Runtime:
             if job is None:
                 continue
             log.warning("job %s was recorded but never enqueued; sending it now", job_id)
-            queue = job.get("queue", names.QUEUE_NORMAL)
-            enqueue_segment(self.celery, job_id, queue)
-            self.jobs.mark_sent(job_id, queue)
+            enqueue_segment(self.celery, job_id, job.get("queue", names.QUEUE_NORMAL))
+
+    def sweep_expired(self) -> None:
+        """Delete the stored input and outputs of jobs whose retention has ended."""
+        for job_id in self.jobs.claim_expired():
+            try:
+                self.storage.delete(f"inputs/{job_id}")
+                self.storage.delete_prefix(f"results/{job_id}/")
+            except Exception:  # the bucket's lifecycle rule is the backstop
+                log.warning("could not delete the stored objects of expired job %s", job_id, exc_info=True)
 
     def stop_heartbeat(self) -> None:
         """Stop announcing (the key is deleted)."""

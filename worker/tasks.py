@@ -25,19 +25,23 @@ def result_key(job_id: str, output: str) -> str:
     return f"results/{job_id}/{FILE_NAMES[output]}"
 
 
-def run_job(rt: Runtime, job: dict) -> tuple[pipeline.Outcome, dict, int]:
-    """Load the input, run the models, store every output; returns the outcome, outputs' index, batch size."""
+def run_job(rt: Runtime, job: dict) -> tuple[pipeline.Outcome, int]:
+    """Load the input and run the models; returns the outcome and the batch size."""
     s = rt.settings
     models = rt.models()
     limits = pipeline.Thresholds(s.box_threshold, s.text_threshold, s.max_objects)
     image = load_input(rt, job)
     batch = prefill_batch(rt, models.embedder, job, image)
-    outcome = pipeline.run(models.embedder, models.dino, image, job["params"], limits)
+    return pipeline.run(models.embedder, models.dino, image, job["params"], limits), batch
+
+
+def store_outputs(rt: Runtime, job_id: str, outcome: pipeline.Outcome) -> dict:
+    """Upload every rendered output; returns the outputs' index for the job record."""
     index = {}
     for name, (data, content_type) in outcome.files.items():
-        rt.storage.put(result_key(job["id"], name), data, content_type)
-        index[name] = {"key": result_key(job["id"], name), "content_type": content_type, "bytes": len(data)}
-    return outcome, index, batch
+        rt.storage.put(result_key(job_id, name), data, content_type)
+        index[name] = {"key": result_key(job_id, name), "content_type": content_type, "bytes": len(data)}
+    return index
 
 
 def summary(obj: pipeline.Object) -> dict:
@@ -58,14 +62,21 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
         if job is None:
             log.warning("job %s expired or unknown; dropping", job_id)
             return
-        attempt = store.start(job_id, rt.settings.max_attempts, job.get("queue", names.QUEUE_NORMAL))
+        attempt = store.start(job, rt.settings.max_attempts)
         if attempt == 0:
             return  # already terminal (canceled, or finished before a redelivery)
+        if attempt == -1:
+            store.finish(job, JobStatus.CANCELED)  # a cancel was asked while it was running before
+            return
         if attempt < 0:
             store.fail(job, "too_many_attempts", f"the job failed {-attempt - 1} attempts", 500)
             return
         try:
-            outcome, outputs, batch = run_job(rt, job)
+            outcome, batch = run_job(rt, job)
+            if store.cancel_requested(job_id):  # checked before anything is uploaded
+                store.finish(job, JobStatus.CANCELED)
+                return
+            outputs = store_outputs(rt, job_id, outcome)
         except Exception as exc:
             error = exc if isinstance(exc, SamqError) else SamqError(
                 f"the job failed on the server ({exc.__class__.__name__})")
@@ -77,7 +88,9 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
                 raise self.retry(countdown=RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S)) - 1]) from exc
             store.fail(job, error.code, error.message, error.status)  # out of attempts: failed, refunded
             return
-        store.finish(
+        finished = store.finish(
             job, JobStatus.SUCCEEDED, objects=[summary(o) for o in outcome.objects], objects_found=outcome.found,
             outputs=outputs, embedding="cached" if outcome.cache_hit else "computed", batch=batch or None,
         )
+        if not finished:  # canceled while uploading: it ended canceled and refunded, so its outputs must go
+            rt.storage.delete_prefix(f"results/{job_id}/")

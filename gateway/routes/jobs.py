@@ -1,4 +1,4 @@
-"""Asynchronous jobs: submit, poll, fetch the result."""
+"""Asynchronous jobs: submit, poll, fetch the result, cancel."""
 
 from __future__ import annotations
 
@@ -6,33 +6,64 @@ from flask import Blueprint, Response, jsonify, request
 
 from gateway.auth import authenticate
 from gateway.body import request_body
-from gateway.routes.views import job_view
+from gateway.routes.views import job_view, new_job_view
 from gateway.services import services
-from gateway.submit import accept
-from shared.errors import InvalidRequest, NoResult, NotFinished, NotFound
-from shared.jobs import JobStatus
+from gateway.submit import accept, fingerprint, prepare
+from shared.errors import Expired, InvalidRequest, NoResult, NotCancelable, NotFinished, NotFound
+from shared.jobs import Cancel, JobStatus, id_age_s
 from shared.schemas import JobRequest, parse_body
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
 
-def _own_job(job_id: str, key_id: str) -> dict:
+def idempotency_key() -> str | None:
+    """The request's Idempotency-Key header (1 to 255 printable characters), if any."""
+    value = request.headers.get("Idempotency-Key")
+    if value is None:
+        return None
+    value = value.strip()
+    if not 0 < len(value) <= 255 or not value.isprintable():
+        raise InvalidRequest("'Idempotency-Key' must be 1 to 255 printable characters")
+    return value
+
+
+def answer_json(status: int, body: dict, replayed: bool) -> Response:
+    """A JSON answer; replays of an idempotent request say so, as Stripe's do."""
+    response = jsonify(body)
+    response.status_code = status
+    if "urls" in body:
+        response.headers["Location"] = body["urls"]["self"]
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def own_job(job_id: str, key_id: str) -> dict:
+    """The caller's job, or 404 (another key's job is indistinguishable from none; old ones say they expired)."""
     job = services().jobs.get(job_id)
     if job is None or job.get("key_id") != key_id:
-        raise NotFound(f"no job {job_id}")  # another key's job is indistinguishable from none
+        age = id_age_s(job_id) if job is None else None
+        if age is not None and age > services().settings.retention_s:
+            raise Expired(f"job {job_id} has expired: jobs are kept {services().settings.retention_s} s "
+                          "after they finish")
+        raise NotFound(f"no job {job_id}")
     return job
 
 
 @bp.post("")
 def submit_job():
-    """Queue a job and answer at once."""
+    """Queue a job and answer at once (202); an Idempotency-Key makes retries safe."""
     key = authenticate()
-    req = parse_body(JobRequest, request_body())
-    extra = {"metadata": req.metadata} if req.metadata is not None else None
-    job = accept(services(), key, req, mode="async", extra=extra)
-    response = jsonify(job_view(job))
-    response.status_code = 202
-    response.headers["Location"] = job_view(job)["urls"]["self"]
+    svc = services()
+    idem = idempotency_key()
+    body = request_body()
+    req = parse_body(JobRequest, body)
+    item = prepare(svc, key, req, mode="async")
+    status, answer, accepted = accept(svc, key, [item], lambda jobs: (202, new_job_view(jobs[0])), idem,
+                                      fingerprint(body))
+    response = answer_json(status, answer, accepted.replay is not None)
+    if accepted.balance is not None:
+        response.headers["x-remaining-credits"] = str(accepted.balance)
     return response
 
 
@@ -40,14 +71,28 @@ def submit_job():
 def get_job(job_id: str):
     """A job's status and details."""
     key = authenticate()
-    return jsonify(job_view(_own_job(job_id, key.key_id)))
+    return jsonify(job_view(own_job(job_id, key.key_id)))
+
+
+@bp.post("/<job_id>/cancel")
+def cancel_job(job_id: str):
+    """Cancel a job: queued ones at once (200, refunded), running ones at their next check (202)."""
+    key = authenticate()
+    svc = services()
+    job = own_job(job_id, key.key_id)
+    outcome = svc.jobs.cancel(job)
+    if outcome is Cancel.TERMINAL:
+        raise NotCancelable(f"job {job_id} has already {job['status']}; it cannot be canceled")
+    response = jsonify(job_view(svc.jobs.get(job_id) or job))
+    response.status_code = 200 if outcome is Cancel.CANCELED else 202
+    return response
 
 
 @bp.get("/<job_id>/result")
 def get_result(job_id: str):
     """The bytes of a finished job's output."""
     key = authenticate()
-    job = _own_job(job_id, key.key_id)
+    job = own_job(job_id, key.key_id)
     status = JobStatus(job["status"])
     if status is not JobStatus.SUCCEEDED:
         if status.terminal:
@@ -57,5 +102,8 @@ def get_result(job_id: str):
     name = request.args.get("output") or next(iter(outputs), None)
     if name not in outputs:
         raise InvalidRequest(f"unknown output {name!r}; this job has {', '.join(outputs)}")
-    data = services().storage.get(outputs[name]["key"])
+    try:
+        data = services().storage.get(outputs[name]["key"])
+    except NotFound as exc:
+        raise Expired(f"the {name} output of job {job_id} has expired") from exc
     return Response(data, mimetype=outputs[name]["content_type"], headers={"x-job-id": job_id})

@@ -10,8 +10,8 @@ from gateway.auth import authenticate
 from gateway.body import request_body
 from gateway.routes.views import job_view
 from gateway.services import services
-from gateway.submit import accept, workers_alive
-from shared.errors import NoCapacity, error_from_record
+from gateway.submit import accept, prepare
+from shared.errors import error_from_record
 from shared.jobs import JobStatus, wait_for_terminal
 from shared.schemas import SegmentRequest, parse_body
 
@@ -24,10 +24,10 @@ def sam_v2_image():
     key = authenticate()
     svc = services()
     req = parse_body(SegmentRequest, request_body())
-    if not workers_alive(svc):
-        raise NoCapacity("no worker is running; nothing was charged")
-    job = accept(svc, key, req, mode="sync")
-    job = wait_for_terminal(svc.redis, svc.jobs, job["id"], svc.settings.sync_timeout_s) or job
+    item = prepare(svc, key, req, mode="sync")
+    accept(svc, key, [item], lambda jobs: (202, None), need_worker=True)  # capacity is checked after 4xx checks
+    job = wait_for_terminal(svc.redis, svc.jobs, item.job.id, svc.settings.sync_timeout_s) or {
+        **item.job.__dict__, "status": "queued"}
     status = JobStatus(job["status"])
     if not status.terminal:
         response = jsonify(job_view(job))  # still running: the client polls it
