@@ -22,6 +22,7 @@ from shared import names, workers
 from shared.keys import KeyStore, hash_key
 from shared.settings import Settings
 from shared.storage import make_storage
+from tests.conftest import REDIS_HOST, REDIS_PORT
 from tests.helpers import free_port, start, stop, wait_until
 
 WORKER_START_S = 180
@@ -118,7 +119,7 @@ class Stack:
 def make_env(db: int, tmp: Path, models: Path, s3_endpoint: str | None, **overrides: str) -> dict[str, str]:
     """Environment for a stack on Redis database `db`."""
     env = {
-        "SAMQ_REDIS_URL": f"redis://127.0.0.1:6379/{db}",
+        "SAMQ_REDIS_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}",
         "SAMQ_HOST": "127.0.0.1",
         "SAMQ_PORT": str(free_port()),
         "SAMQ_MODELS": "tiny-random",
