@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from shared.errors import SamqError
@@ -37,7 +37,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
         status = exc.code or 500
-        response = error_response(_HTTP_CODES.get(status, "http_error"), exc.description or exc.name, status)
+        message = exc.description or exc.name
+        if status == 413:
+            message = (f"the body is larger than the limit of {request.max_content_length} bytes; send large "
+                       "images by URL, or split the batch")
+        response = error_response(_HTTP_CODES.get(status, "http_error"), message, status)
         if status == 405 and getattr(exc, "valid_methods", None):
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response

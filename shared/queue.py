@@ -40,7 +40,7 @@ def enqueue_segment(app: Celery, job_id: str, queue: str = names.QUEUE_NORMAL) -
 
 
 def enqueue_segments(app: Celery, job_ids: list[str], queue: str) -> None:
-    """Send many job ids to one queue over one producer connection."""
-    with app.producer_or_acquire() as producer:
+    """Send many job ids to one queue in one Redis round trip (kombu's publish batch: one pipeline)."""
+    with app.producer_or_acquire() as producer, producer.batch(max_size=max(len(job_ids), 1)):
         for job_id in job_ids:
             app.send_task(names.TASK_SEGMENT, args=[job_id], queue=queue, producer=producer)
