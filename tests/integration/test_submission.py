@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import numpy as np
@@ -14,6 +16,7 @@ import pytest
 from PIL import Image
 
 from shared import names
+from shared.storage import make_storage
 from tests.helpers import ROCKET_JPG, b64, wait_until
 from tests.stack import new_stack, running
 
@@ -179,29 +182,68 @@ def test_high_priority_jumps_thirty_queued_low_jobs(batch_stack):
         batch_stack.procs.pop("wprio").kill()
 
 
-def test_retention_expires_records_and_sweeps_stored_objects(tmp_path_factory, model_dir, s3_endpoint, redis_server):
-    st = new_stack(7, tmp_path_factory.mktemp("retention"), model_dir, s3_endpoint, SAMQ_RETENTION_S="2")
-    with running(st, {"wr": {}}):
-        key = st.new_key(2)
-        job = st.post("/v1/jobs", {"image": b64(ROCKET_JPG), "coordinates": "[100,100]"}, key).json()
-        done = _wait_terminal(st, key, job["id"])
-        assert done["status"] == "succeeded"
-        s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="test", aws_secret_access_key="test",
-                          region_name="us-east-1")
-        bucket = st.env["SAMQ_S3_BUCKET"]
+class _SlowPhoto(BaseHTTPRequestHandler):
+    """Serves the rocket photo after a pause: a job fetching it stays running meanwhile."""
 
-        def objects():
-            return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []) if job["id"] in o["Key"]]
+    def do_GET(self) -> None:
+        time.sleep(3)
+        data = ROCKET_JPG.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
-        assert any(k.startswith("inputs/") for k in objects()) and any(k.startswith("results/") for k in objects())
-        wait_until(lambda: not objects(), 30, "the sweep to delete the job's objects")
-        r = st.get(f"/v1/jobs/{job['id']}/result", key)
-        assert r.status_code == 404 and "expired" in r.json()["error"]["message"]
-        # A key that no job ever had is still a plain 404.
-        assert "expired" not in st.get("/v1/jobs/0123", key).json()["error"]["message"]
-        # The bucket's lifecycle rule, the backstop for objects a sweep missed, is set on the real S3 server.
-        from shared.storage import make_storage
-        make_storage(st.settings).ensure(st.settings.lifecycle_days)
-        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-        assert {r["Filter"]["Prefix"] for r in rules} == {"inputs/", "results/"}
-        assert all(r["Expiration"]["Days"] == 2 for r in rules)
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def short(tmp_path_factory, model_dir, s3_endpoint, redis_server):
+    """Jobs kept 3 s after they end; image URLs on a slow loopback server are allowed."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowPhoto)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    st = new_stack(7, tmp_path_factory.mktemp("short"), model_dir, s3_endpoint, SAMQ_RETENTION_S="3",
+                   SAMQ_FETCH_ALLOW_HOSTS=f"127.0.0.1:{server.server_address[1]}")
+    st.slow_url = f"http://127.0.0.1:{server.server_address[1]}/rocket.jpg"
+    with running(st, {"ws": {}}):
+        yield st
+    server.shutdown()
+
+
+def _s3_objects(st, job_id: str) -> list[str]:
+    s3 = boto3.client("s3", endpoint_url=st.env["SAMQ_S3_ENDPOINT_URL"], aws_access_key_id="test",
+                      aws_secret_access_key="test", region_name="us-east-1")
+    listing = s3.list_objects_v2(Bucket=st.env["SAMQ_S3_BUCKET"]).get("Contents", [])
+    return [o["Key"] for o in listing if job_id in o["Key"]]
+
+
+def test_cancel_a_running_job_uploads_nothing_and_refunds(short):
+    key = short.new_key(2)
+    job = short.post("/v1/jobs", {"image": short.slow_url, "coordinates": "[100,100]"}, key).json()
+    wait_until(lambda: short.get(f"/v1/jobs/{job['id']}", key).json()["status"] == "running", 30, "running")
+    r = short.post(f"/v1/jobs/{job['id']}/cancel", {}, key)
+    assert r.status_code == 202 and r.json()["cancel_requested"] is True and r.json()["status"] == "running"
+    done = _wait_terminal(short, key, job["id"])
+    assert done["status"] == "canceled" and done["outputs"] == []
+    assert short.balance(key) == 2
+    assert _s3_objects(short, job["id"]) == []  # no result was uploaded after the cancel
+
+
+def test_retention_expires_records_and_sweeps_stored_objects(short):
+    key = short.new_key(2)
+    job = short.post("/v1/jobs", {"image": b64(ROCKET_JPG), "coordinates": "[100,100]"}, key).json()
+    assert _wait_terminal(short, key, job["id"])["status"] == "succeeded"
+    objects = _s3_objects(short, job["id"])
+    assert any(k.startswith("inputs/") for k in objects) and any(k.startswith("results/") for k in objects)
+    wait_until(lambda: not _s3_objects(short, job["id"]), 30, "the sweep to delete the job's objects")
+    r = short.get(f"/v1/jobs/{job['id']}/result", key)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "expired", r.text
+    assert short.get("/v1/jobs/0123", key).json()["error"]["code"] == "not_found"  # never a job: plain 404
+    # The bucket's lifecycle rule, the backstop for objects a sweep missed, is set on the real S3 server.
+    make_storage(short.settings).ensure(short.settings.lifecycle_days)
+    s3 = boto3.client("s3", endpoint_url=short.env["SAMQ_S3_ENDPOINT_URL"], aws_access_key_id="test",
+                      aws_secret_access_key="test", region_name="us-east-1")
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=short.env["SAMQ_S3_BUCKET"])["Rules"]
+    assert {r["Filter"]["Prefix"] for r in rules} == {"inputs/", "results/"}
+    assert all(r["Expiration"]["Days"] == 2 for r in rules)
