@@ -38,6 +38,23 @@ class JobStatus(StrEnum):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
 
 
+class Verdict(StrEnum):
+    """What a worker does with a job it received (START's answer)."""
+
+    RUN = "run"
+    SKIP = "skip"  # missing or already ended (canceled, or finished before a redelivery)
+    CANCEL = "cancel"  # a cancel was asked while it was running before, or its key was disabled
+    EXHAUSTED = "exhausted"  # past max attempts: it fails
+
+
+@dataclass(frozen=True)
+class Start:
+    """START's answer: the verdict and the attempt number it counted."""
+
+    verdict: Verdict
+    attempt: int
+
+
 class Cancel(StrEnum):
     """What a cancel request did."""
 
@@ -109,19 +126,19 @@ return {1, balance}
 
 START = """
 -- A worker takes a job: queued|running -> running, counting the attempt.
--- KEYS[1] job hash  KEYS[2] waiting set of its queue  KEYS[3] batch hash  KEYS[4] outbox
+-- KEYS[1] job hash  KEYS[2] waiting set of its queue  KEYS[3] batch hash  KEYS[4] outbox  KEYS[5] key hash
 -- ARGV[1] now (ISO)  ARGV[2] max attempts  ARGV[3] job id  ARGV[4] now (epoch s)  ARGV[5] event id
--- Returns {attempt, event}: attempt 0 when the job is missing or terminal, -1 when a cancel was asked
--- (the caller cancels it), minus the attempt number past max attempts (the caller fails it);
+-- Returns {verdict, attempt, event}: verdict 'run'; 'skip' (missing or terminal); 'cancel' (a cancel was
+-- asked, or the key was disabled: the caller cancels it); 'exhausted' (past max attempts: the caller fails it).
 -- event is the job.started webhook event written to the outbox, or ''
 redis.call('ZREM', KEYS[2], ARGV[3])
 local job = redis.call('HMGET', KEYS[1], 'status', 'cancel_requested', 'batch_id', 'webhook_url', 'webhook_events',
-                       'key_id')
+                       'key_id', 'attempts')
 local status = job[1]
-if not status or status == 'succeeded' or status == 'failed' or status == 'canceled' then return {0, ''} end
-if job[2] == '1' then return {-1, ''} end
+if not status or status == 'succeeded' or status == 'failed' or status == 'canceled' then return {'skip', 0, ''} end
+if job[2] == '1' or redis.call('HGET', KEYS[5], 'disabled') == '1' then return {'cancel', 0, ''} end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-if attempt > tonumber(ARGV[2]) then return {-attempt, ''} end
+if attempt > tonumber(ARGV[2]) then return {'exhausted', attempt, ''} end
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
 local event = ''
 if status == 'queued' then
@@ -132,7 +149,7 @@ if status == 'queued' then
     redis.call('ZADD', KEYS[4], ARGV[4], event)
   end
 end
-return {attempt, event}
+return {'run', attempt, event}
 """
 
 FINISH = """
@@ -396,14 +413,15 @@ class JobStore:
         """Whether someone asked to cancel this (running) job."""
         return self.client.hget(names.job(job_id), "cancel_requested") == b"1"
 
-    def start(self, job: dict[str, Any], max_attempts: int) -> int:
-        """Mark running and count the attempt (see START for the return value); publishes job.started."""
+    def start(self, job: dict[str, Any], max_attempts: int) -> Start:
+        """Mark running and count the attempt, or say why not (see START); publishes job.started."""
         keys = [names.job(job["id"]), names.waiting(job.get("queue", names.QUEUE_NORMAL)),
-                names.batch(job.get("batch_id", "")), names.OUTBOX]
-        attempt, event = self._start(keys=keys, args=[now_iso(), max_attempts, job["id"], time.time(), event_id()])
+                names.batch(job.get("batch_id", "")), names.OUTBOX, names.api_key(job["key_id"])]
+        verdict, attempt, event = self._start(keys=keys, args=[now_iso(), max_attempts, job["id"], time.time(),
+                                                               event_id()])
         if event:
             self.on_events([event.decode()])
-        return int(attempt)
+        return Start(Verdict(verdict.decode()), int(attempt))
 
     def _move(self, job: dict[str, Any], target: str, fields: dict[str, Any]) -> int:
         finished_at = fields.setdefault("finished_at", now_iso())

@@ -8,7 +8,7 @@ from celery import Celery, Task
 
 from shared import names
 from shared.errors import SamqError
-from shared.jobs import JobStatus
+from shared.jobs import JobStatus, Verdict
 from worker import pipeline
 from worker.batching import prefill_batch
 from worker.inputs import load_input
@@ -62,15 +62,16 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
         if job is None:
             log.warning("job %s expired or unknown; dropping", job_id)
             return
-        attempt = store.start(job, rt.settings.max_attempts)
-        if attempt == 0:
+        start = store.start(job, rt.settings.max_attempts)
+        if start.verdict is Verdict.SKIP:
             return  # already terminal (canceled, or finished before a redelivery)
-        if attempt == -1:
-            store.finish(job, JobStatus.CANCELED)  # a cancel was asked while it was running before
+        if start.verdict is Verdict.CANCEL:  # asked while it ran before, or its key was disabled: refunded
+            store.finish(job, JobStatus.CANCELED)
             return
-        if attempt < 0:
-            store.fail(job, "too_many_attempts", f"the job failed {-attempt - 1} attempts", 500)
+        if start.verdict is Verdict.EXHAUSTED:
+            store.fail(job, "too_many_attempts", f"the job failed {start.attempt - 1} attempts", 500)
             return
+        attempt = start.attempt
         try:
             outcome, batch = run_job(rt, job)
             if store.cancel_requested(job_id):  # checked before anything is uploaded

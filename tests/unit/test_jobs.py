@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from shared import names
 from shared.credits import Credits
 from shared.errors import IdempotencyMismatch, InsufficientCredits, NoCapacity, QueueFull, TooManyJobs, Unauthorized
-from shared.jobs import Cancel, Idempotency, JobStatus, JobStore, Limits, NewJob, id_age_s, new_id
+from shared.jobs import Cancel, Idempotency, JobStatus, JobStore, Limits, NewJob, Start, Verdict, id_age_s, new_id
 from shared.keys import KeyStore, hash_key
 
 QUEUES = {"high": names.QUEUE_HIGH, "normal": names.QUEUE_NORMAL, "low": names.QUEUE_LOW}
@@ -93,7 +93,7 @@ def test_success_commits_once_and_is_final(store, rclient):
     [job] = new_jobs(key_id, cost=2)
     store.accept([job])
     record = store.get(job.id)
-    assert store.start(record, max_attempts=3) == 1
+    assert store.start(record, max_attempts=3) == Start(Verdict.RUN, 1)
     assert store.finish(record, JobStatus.SUCCEEDED, objects_found=1)
     assert not store.fail(record, "x", "late failure", 500)  # terminal states never change
     record = store.get(job.id)
@@ -120,9 +120,10 @@ def test_start_counts_attempts_and_stops_at_the_bound(store, rclient):
     [job] = new_jobs(make_key(rclient, 5))
     store.accept([job])
     record = store.get(job.id)
-    assert [store.start(record, max_attempts=2) for _ in range(3)] == [1, 2, -3]
+    assert [store.start(record, max_attempts=2) for _ in range(3)] == [
+        Start(Verdict.RUN, 1), Start(Verdict.RUN, 2), Start(Verdict.EXHAUSTED, 3)]
     store.fail(record, "too_many_attempts", "x", 500)
-    assert store.start(record, max_attempts=2) == 0
+    assert store.start(record, max_attempts=2).verdict is Verdict.SKIP
 
 
 def test_a_job_started_before_its_gateway_publishes_leaves_no_waiting_entry(store, rclient):
@@ -292,13 +293,22 @@ def test_cancel_at_each_state(store, rclient):
     store.finish(record, JobStatus.SUCCEEDED)
     assert store.cancel(record) is Cancel.TERMINAL
     assert Credits(rclient).balance(key_id) == 4
-    # A cancel asked of a running job whose worker died: the redelivery's START says so (-1).
+    # A cancel asked of a running job whose worker died: the redelivery's START says to cancel it.
     [orphan] = new_jobs(key_id)
     store.accept([orphan])
     record = store.get(orphan.id)
     store.start(record, 3)
     store.cancel(record)
-    assert store.start(record, 3) == -1
+    assert store.start(record, 3).verdict is Verdict.CANCEL
+
+
+def test_jobs_of_a_disabled_key_are_not_started(store, rclient):
+    raw = KeyStore(rclient).create(5)
+    jobs = new_jobs(hash_key(raw), n=3)
+    store.accept(jobs)
+    assert store.start(store.get(jobs[0].id), 3).verdict is Verdict.RUN
+    KeyStore(rclient).disable(hash_key(raw))
+    assert store.start(store.get(jobs[1].id), 3).verdict is Verdict.CANCEL  # the worker cancels and refunds it
 
 
 def test_ids_are_unguessable_and_tell_their_age():
