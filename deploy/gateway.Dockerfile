@@ -30,7 +30,8 @@ FROM ${PYTHON_IMAGE} AS gateway
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH \
-    SAMQ_HOST=0.0.0.0
+    SAMQ_HOST=0.0.0.0 \
+    GUNICORN_CMD_ARGS="--workers 2 --threads 16"
 RUN groupadd --system --gid 10001 samq \
  && useradd --system --uid 10001 --gid samq --create-home --home-dir /home/samq --shell /usr/sbin/nologin samq
 COPY --from=build /opt/venv /opt/venv
@@ -44,6 +45,7 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=5 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"]
 
 # Same flags as `samq run` (gateway/supervisor.py gateway_command); --timeout = SAMQ_SYNC_TIMEOUT_S (60) + 30.
-# Extra gunicorn flags can be given at run time with GUNICORN_CMD_ARGS (e.g. "--workers 4 --threads 32").
-CMD ["gunicorn", "gateway.wsgi:app", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "16", \
-     "--worker-class", "gthread", "--timeout", "90", "--access-logfile", "-", "--worker-tmp-dir", "/dev/shm"]
+# Processes and threads come from GUNICORN_CMD_ARGS (above), so a deployment can change them without
+# repeating this line: gunicorn lets its command line win over that variable.
+CMD ["gunicorn", "gateway.wsgi:app", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", "--timeout", "90", \
+     "--access-logfile", "-", "--worker-tmp-dir", "/dev/shm"]

@@ -29,8 +29,10 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/venv
 
-# torch first, then pinned for every later pip call, so nothing below can swap it for another build.
-RUN pip install --index-url "$TORCH_INDEX_URL" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
+# setuptools and wheel: sam2 is built from source without build isolation (below), and Python 3.12's venv has
+# neither. Then torch, pinned for every later pip call, so nothing below can swap it for another build.
+RUN pip install "setuptools>=70" "wheel>=0.43" \
+ && pip install --index-url "$TORCH_INDEX_URL" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
  && printf 'torch==%s\ntorchvision==%s\n' "$TORCH_VERSION" "$TORCHVISION_VERSION" > /opt/constraints.txt
 ENV PIP_CONSTRAINT=/opt/constraints.txt
 

@@ -13,6 +13,7 @@ import importlib.metadata
 import importlib.util
 import json
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -472,12 +473,23 @@ def test_gateway_image_is_thin_multistage_and_healthy() -> None:
     user_is_not_root(GATEWAY_DOCKERFILE)
 
 
-def test_gateway_cmd_matches_supervisor(clean_env: pytest.MonkeyPatch) -> None:
+def image_env(path: Path) -> dict[str, str]:
+    """The ENV a Dockerfile sets (KEY=VALUE pairs, shell-quoted)."""
+    pairs = [tok.split("=", 1) for rest in args_of(path, "ENV") for tok in shlex.split(rest)]
+    return dict(pairs)
+
+
+def test_gateway_cmd_matches_supervisor(clean_env: pytest.MonkeyPatch, prod: list[dict]) -> None:
     cmd = exec_cmd(GATEWAY_DOCKERFILE)
     assert cmd[:2] == ["gunicorn", "gateway.wsgi:app"]
     expected = gateway_command(Settings(host="0.0.0.0", port=8000))
     assert expected[1:4] == ["-m", "gunicorn", "gateway.wsgi:app"]
-    got = long_options(cmd)
+    # gunicorn's command line wins over GUNICORN_CMD_ARGS: the knobs deployments change must not be in CMD.
+    env_args = long_options(image_env(GATEWAY_DOCKERFILE)["GUNICORN_CMD_ARGS"].split())
+    assert set(env_args) == {"--workers", "--threads"} and not set(env_args) & set(long_options(cmd))
+    k8s = {v["name"]: v.get("value") for v in container(prod, "samq-gateway")["env"]}
+    assert set(long_options(k8s["GUNICORN_CMD_ARGS"].split())) == set(env_args)
+    got = long_options(cmd) | env_args
     for flag, value in long_options(expected[4:]).items():
         assert got.get(flag, "<missing>") == value, f"gunicorn {flag}: image has {got.get(flag)}, supervisor {value}"
     assert got["--worker-class"] == "gthread"
