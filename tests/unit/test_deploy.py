@@ -39,8 +39,10 @@ SETTING_VARS = {f"SAMQ_{name.upper()}" for name in Settings.model_fields}
 SAMQ_VAR = re.compile(r"\bSAMQ_[A-Z0-9_]+\b")
 COMPOSE_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
 DOCKER_ARG = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+# The webhook sender's command line (the contract; the same as `samq run`'s once gateway/supervisor.py has it).
 WEBHOOK_CMD = ["celery", "-A", "worker.webhook_app:app", "worker", "--pool", "threads", "--concurrency", "32",
-               "--queues", names.QUEUE_WEBHOOKS]
+               "--queues", names.QUEUE_WEBHOOKS, "--hostname", "samq-webhooks@%h", "--loglevel", "INFO",
+               "--without-gossip", "--without-mingle"]
 GPU_STACK = {"torch", "torchvision", "transformers", "sam2", "triton"}
 
 
@@ -635,6 +637,8 @@ def test_webhook_sender_deployment(prod: list[dict], compose: dict) -> None:
     hooks = container(prod, "samq-webhooks")
     assert hooks["command"] == WEBHOOK_CMD == compose["services"]["webhooks"]["command"]
     assert hooks["image"] == container(prod, "samq-gateway")["image"], "the thin image, another command"
+    ping = hooks["livenessProbe"]["exec"]["command"][-1]
+    assert "inspect ping -d samq-webhooks@$HOSTNAME" in ping, "pings the node name its --hostname gives it"
 
 
 @pytest.mark.parametrize("overlay", ["prod", "dev"])
