@@ -92,3 +92,6 @@ ARG SAMQ_MODELS=large
 ENV SAMQ_MODELS=${SAMQ_MODELS}
 COPY --from=models --chown=10001:10001 / /models/
 RUN samq models check
+
+# ---- the default target (a build without --target): the worker image without weights, as above.
+FROM worker AS worker-mounted
