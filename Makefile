@@ -36,8 +36,10 @@ test-fault: setup
 	bash tests/ensure_redis.sh
 	$(PY) -m pytest tests/fault
 
+# ruff, then the deployment files with their own tools, offline (deploy/validate.py says what it checks).
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(PY) deploy/validate.py
 
 models: setup
 	$(VENV)/bin/samq models download $(if $(PRESET),--preset $(PRESET))

@@ -52,6 +52,11 @@ def rate(key_id: str, window: int) -> str:
 # Sorted set of worker hostnames, scored by their last heartbeat (epoch s).
 WORKERS = f"{PREFIX}:workers"
 
+
+def worker(hostname: str) -> str:
+    """Hash of one worker's activity (busy_since, idle_since: epoch s), read by its liveness probe."""
+    return f"{PREFIX}:worker:{hostname}"
+
 # Sorted set (score: created time) of jobs recorded but not yet handed to the broker.
 UNSENT = f"{PREFIX}:unsent"
 

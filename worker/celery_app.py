@@ -6,10 +6,11 @@ import logging
 import sys
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
 
 from shared.queue import make_celery
 from shared.settings import Settings
+from worker import health
 from worker.runtime import Runtime
 from worker.tasks import register_tasks
 
@@ -30,8 +31,19 @@ def create_worker_app(settings: Settings) -> Celery:
         except Exception as exc:  # a worker without its models must not take jobs
             log.critical("cannot load models: %s", exc)
             sys.exit(3)
-        rt.start_heartbeat(getattr(sender, "hostname", "") or "")
+        hostname = getattr(sender, "hostname", "") or ""
+        rt.start_heartbeat(hostname)
+        health.record_idle(rt.redis, hostname)
         log.info("samq worker ready (preset %s)", settings.models)
+
+    # What `python -m worker.health live` needs to tell a stuck consumer (celery#10205) from an idle one.
+    @task_prerun.connect(weak=False)
+    def _busy(task=None, **_: object) -> None:
+        health.record_busy(rt.redis, task.request.hostname)
+
+    @task_postrun.connect(weak=False)
+    def _idle(task=None, **_: object) -> None:
+        health.record_idle(rt.redis, task.request.hostname)
 
     @worker_shutdown.connect(weak=False)
     def _shutdown(**_: object) -> None:

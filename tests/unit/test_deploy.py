@@ -1,27 +1,36 @@
-"""Static checks of the container deliverables: docker-compose.yml, deploy/*.Dockerfile, .dockerignore.
+"""Checks of the fleet deliverables against the code they must agree with: docker-compose.yml (+ the CPU
+override), deploy/*.Dockerfile, .dockerignore and the Kubernetes overlays as `kubectl kustomize` renders them.
 
-No Docker engine is needed (or used): the files are parsed and checked against the code they must agree with,
-shared/settings.py (every SAMQ_* variable is a setting), shared/names.py (the worker's queues) and
-gateway/supervisor.py (the same gateway and worker command lines as `samq run`).
+No Docker engine or cluster is needed: the files are parsed (the prod and dev overlays rendered with kubectl) and
+checked against shared/settings.py (every SAMQ_* variable is a setting), shared/names.py (queues, imported, never
+copied), gateway/supervisor.py (the command lines of `samq run`) and pyproject.toml (what each image installs).
+`make lint` runs the tools themselves (deploy/validate.py: schemas, docker-compose config, hadolint).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import redis
 import yaml
+from packaging.requirements import Requirement
 
 from gateway.supervisor import gateway_command, worker_command
 from shared import names
+from shared.queue import make_celery
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
 GATEWAY_DOCKERFILE = ROOT / "deploy" / "gateway.Dockerfile"
 WORKER_DOCKERFILE = ROOT / "deploy" / "worker.Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -30,6 +39,23 @@ SETTING_VARS = {f"SAMQ_{name.upper()}" for name in Settings.model_fields}
 SAMQ_VAR = re.compile(r"\bSAMQ_[A-Z0-9_]+\b")
 COMPOSE_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
 DOCKER_ARG = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+# The webhook sender's command line (the contract; the same as `samq run`'s once gateway/supervisor.py has it).
+WEBHOOK_CMD = ["celery", "-A", "worker.webhook_app:app", "worker", "--pool", "threads", "--concurrency", "32",
+               "--queues", names.QUEUE_WEBHOOKS, "--hostname", "samq-webhooks@%h", "--loglevel", "INFO",
+               "--without-gossip", "--without-mingle"]
+GPU_STACK = {"torch", "torchvision", "transformers", "sam2", "triton"}
+
+
+def load_script(name: str):
+    """A module from deploy/ (not a package): requirements.py, validate.py."""
+    spec = importlib.util.spec_from_file_location(f"deploy_{name}", ROOT / "deploy" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+requirements = load_script("requirements")
+validate = load_script("validate")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -128,6 +154,73 @@ def user_is_not_root(path: Path) -> None:
     assert users[-1].split(":")[0] not in {"root", "0"}, f"{path.name}: final USER is root"
 
 
+@pytest.fixture(scope="module")
+def compose_cpu() -> dict:
+    return yaml.safe_load(COMPOSE_CPU.read_text())
+
+
+@pytest.fixture(scope="module")
+def prod() -> list[dict]:
+    """The prod overlay, rendered by `kubectl kustomize` (as `make lint` renders it)."""
+    return validate.render("prod")
+
+
+@pytest.fixture(scope="module")
+def dev() -> list[dict]:
+    return validate.render("dev")
+
+
+def find(objects: list[dict], kind: str, name: str) -> dict:
+    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} objects"
+    return matches[0]
+
+
+def container(objects: list[dict], deployment: str) -> dict:
+    return find(objects, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]
+
+
+def config_settings(objects: list[dict], env: pytest.MonkeyPatch) -> Settings:
+    """The Settings a samq pod gets from the rendered ConfigMap and Secret."""
+    with env.context() as mp:
+        for key, value in find(objects, "ConfigMap", "samq-settings")["data"].items():
+            mp.setenv(key, value)
+        for key, value in find(objects, "Secret", "samq-secrets")["stringData"].items():
+            if key.startswith("SAMQ_"):
+                mp.setenv(key, value)
+        return Settings()
+
+
+def duration_s(text: str) -> float:
+    """A Compose duration (1m30s, 660s, 11m) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", str(text))
+    assert parts and "".join(n + u for n, u in parts) == str(text), f"not a duration: {text}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def closure(reqs: list[str]) -> set[str]:
+    """Distribution names installed by `reqs`, following their dependencies as installed in this environment."""
+    seen: set[str] = set()
+    todo = [(Requirement(r), "") for r in reqs]
+    while todo:
+        req, extra = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": extra}):
+            continue
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        key = f"{name}[{','.join(sorted(req.extras))}]"
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # not installed here (an optional platform dependency): nothing further to follow
+        for sub in dist.requires or []:
+            todo += [(Requirement(sub), e) for e in ("", *req.extras)]
+    return {k.split("[")[0] for k in seen}
+
+
 # ---------------------------------------------------------------------------------------------- compose
 
 
@@ -135,12 +228,14 @@ def test_compose_parses_with_expected_services(compose: dict) -> None:
     assert "version" not in compose, "the top-level `version:` key is obsolete"
     services = compose.get("services")
     assert isinstance(services, dict)
-    assert {"redis", "minio", "createbuckets", "gateway", "worker", "flower"} <= set(services)
+    assert {"redis", "minio", "createbuckets", "gateway", "worker", "webhooks", "flower"} == set(services)
+    for name, service in services.items():
+        assert "profiles" not in service, f"{name}: `docker compose up` must start the whole fleet"
 
 
-def test_every_build_dockerfile_exists(compose: dict) -> None:
+def test_every_build_dockerfile_exists(compose: dict, compose_cpu: dict) -> None:
     built = {}
-    for name, service in compose["services"].items():
+    for name, service in [*compose["services"].items(), *compose_cpu["services"].items()]:
         build = service.get("build")
         if build is None:
             continue
@@ -151,8 +246,7 @@ def test_every_build_dockerfile_exists(compose: dict) -> None:
         dockerfile = (context / build.get("dockerfile", "Dockerfile")).resolve()
         assert dockerfile.is_file(), f"{name}: {dockerfile} missing"
         built[name] = dockerfile
-    assert built.get("gateway") == GATEWAY_DOCKERFILE
-    assert built.get("worker") == WORKER_DOCKERFILE
+    assert built == {"gateway": GATEWAY_DOCKERFILE, "worker": WORKER_DOCKERFILE, "worker-cpu": WORKER_DOCKERFILE}
 
 
 @pytest.mark.parametrize("dockerfile", [GATEWAY_DOCKERFILE, WORKER_DOCKERFILE], ids=lambda p: p.name)
@@ -168,21 +262,23 @@ def test_dockerfile_copy_sources_exist_and_are_not_ignored(dockerfile: Path) -> 
             assert src.rstrip("/").split("/")[0] not in ignored, f"{dockerfile.name}: {src} is in .dockerignore"
 
 
-def test_samq_variables_are_settings(compose: dict) -> None:
-    texts = {p.name: p.read_text() for p in (COMPOSE, GATEWAY_DOCKERFILE, WORKER_DOCKERFILE)}
-    used = {var for text in texts.values() for var in SAMQ_VAR.findall(text)}
-    for service in compose["services"].values():
+def test_samq_variables_are_settings(compose: dict, compose_cpu: dict) -> None:
+    files = (COMPOSE, COMPOSE_CPU, GATEWAY_DOCKERFILE, WORKER_DOCKERFILE)
+    used = {var for path in files for var in SAMQ_VAR.findall(path.read_text())}
+    for service in (*compose["services"].values(), *compose_cpu["services"].values()):
         used |= {k for k in environment(service) if k.startswith("SAMQ_")}
     assert {"SAMQ_REDIS_URL", "SAMQ_S3_ENDPOINT_URL", "SAMQ_S3_BUCKET", "SAMQ_MODEL_DIR", "SAMQ_HOST"} <= used
     unknown = sorted(used - SETTING_VARS)
     assert not unknown, f"not fields of shared.settings.Settings: {unknown}"
 
 
-def test_compose_environment_makes_valid_settings(compose: dict, clean_env: pytest.MonkeyPatch) -> None:
+def test_compose_environment_makes_valid_settings(compose: dict, compose_cpu: dict,
+                                                  clean_env: pytest.MonkeyPatch) -> None:
     services = compose["services"]
     expected_bucket = resolve(environment(services["gateway"])["SAMQ_S3_BUCKET"])
-    for name in ("gateway", "worker"):
-        env = environment(services[name])
+    cases = {name: environment(services[name]) for name in ("gateway", "worker", "webhooks")}
+    cases["worker-cpu"] = environment(compose_cpu["services"]["worker-cpu"])
+    for name, env in cases.items():
         with clean_env.context() as mp:
             for key, value in env.items():
                 mp.setenv(key, resolve(value))
@@ -191,17 +287,17 @@ def test_compose_environment_makes_valid_settings(compose: dict, clean_env: pyte
         assert settings.s3_endpoint_url == "http://minio:9000", name
         assert settings.storage == f"s3://{expected_bucket}", name
         assert settings.s3_access_key_id and settings.s3_secret_access_key, name
-        assert settings.models == "large", name
+        assert settings.models == ("tiny-random" if name == "worker-cpu" else "large"), name
         if name == "gateway":
             assert settings.host == "0.0.0.0"
-        else:
+        if name.startswith("worker"):
             assert settings.model_dir == Path("/models")
             assert env.get("HF_HUB_OFFLINE") == "1"
 
 
 def test_startup_order_and_health(compose: dict) -> None:
     services = compose["services"]
-    for name in ("gateway", "worker"):
+    for name in ("gateway", "worker", "webhooks"):
         depends = services[name].get("depends_on")
         assert isinstance(depends, dict), f"{name}: depends_on needs conditions"
         assert depends["redis"]["condition"] == "service_healthy", name
@@ -218,47 +314,54 @@ def test_startup_order_and_health(compose: dict) -> None:
     assert check[:3] == ["CMD", "python", "-c"]
     assert "urllib" in check[3] and "/healthz" in check[3] and ":8000" in check[3]
     compile(check[3], "healthcheck", "exec")
+    assert services["worker"]["healthcheck"]["test"] == ["CMD", "python", "-m", "worker.health", "live"]
 
 
 def test_redis_persists_and_never_evicts(compose: dict) -> None:
-    redis = compose["services"]["redis"]
-    cmd = redis["command"]
+    redis_service = compose["services"]["redis"]
+    cmd = redis_service["command"]
     cmd = cmd if isinstance(cmd, list) else cmd.split()
     assert cmd[0] == "redis-server"
     opts = long_options(cmd)
     assert opts.get("--appendonly") == "yes"
     assert opts.get("--maxmemory-policy") == "noeviction"
-    assert any(v.split(":")[1] == "/data" for v in redis["volumes"])
+    assert any(v.split(":")[1] == "/data" for v in redis_service["volumes"])
 
 
-def test_named_volumes_are_declared(compose: dict) -> None:
-    declared = set(compose.get("volumes") or {})
+def test_named_volumes_are_declared(compose: dict, compose_cpu: dict) -> None:
+    for data in (compose, compose_cpu):
+        declared = set(data.get("volumes") or {})
+        for name, service in data["services"].items():
+            for volume in service.get("volumes", []):
+                source = volume.split(":")[0]
+                if not source.startswith((".", "/")):
+                    assert source in declared, f"{name}: volume {source} not declared at top level"
+    declared = set(compose["volumes"])
     for name in ("redis", "minio"):
         sources = [v.split(":")[0] for v in compose["services"][name]["volumes"]]
         assert any(s in declared for s in sources), f"{name}: data not on a named volume"
-    for name, service in compose["services"].items():
-        for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
-            if not source.startswith((".", "/")):
-                assert source in declared, f"{name}: volume {source} not declared at top level"
 
 
-def test_createbuckets_makes_the_configured_bucket(compose: dict) -> None:
+def test_createbuckets_makes_the_bucket_and_its_lifecycle_rule(compose: dict) -> None:
     services = compose["services"]
     job = services["createbuckets"]
-    assert job["image"].startswith("minio/mc")
+    assert job["image"].startswith("minio/mc:RELEASE.")
     assert job.get("restart", "no") == "no"
     script = job["command"]
     script = resolve(" ".join(script) if isinstance(script, list) else script)
     bucket = resolve(environment(services["gateway"])["SAMQ_S3_BUCKET"])
     assert "mc alias set local http://minio:9000" in script
     assert f"mc mb --ignore-existing local/{bucket}" in script
+    assert f"mc ilm import local/{bucket}" in script, "the lifecycle rule (replaced whole, so idempotent)"
+    rule = json.loads(re.search(r"printf '(\{.*\})'", script).group(1).replace("%s", "8"))
+    assert rule["Rules"][0]["Status"] == "Enabled" and rule["Rules"][0]["Expiration"]["Days"] == 8
+    assert Settings.model_fields["retention_s"].default < 8 * 86400, "the backstop must not beat samq's retention"
     if shutil.which("sh"):
         subprocess.run(["sh", "-n", "-c", script], check=True)
 
     minio = {k: resolve(v) for k, v in environment(services["minio"]).items()}
     assert {k: resolve(v) for k, v in environment(job).items() if k.startswith("MINIO_ROOT")} == minio
-    for name in ("gateway", "worker"):
+    for name in ("gateway", "worker", "webhooks"):
         env = {k: resolve(v) for k, v in environment(services[name]).items()}
         assert env["SAMQ_S3_ACCESS_KEY_ID"] == minio["MINIO_ROOT_USER"], name
         assert env["SAMQ_S3_SECRET_ACCESS_KEY"] == minio["MINIO_ROOT_PASSWORD"], name
@@ -272,7 +375,7 @@ def test_gateway_service(compose: dict) -> None:
     assert "command" not in gateway and "entrypoint" not in gateway, "gateway runs the image's CMD"
 
 
-def test_worker_service(compose: dict) -> None:
+def test_worker_service(compose: dict, clean_env: pytest.MonkeyPatch) -> None:
     worker = compose["services"]["worker"]
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert len(devices) == 1
@@ -285,40 +388,110 @@ def test_worker_service(compose: dict) -> None:
         cmd = worker["command"]
         assert (cmd if isinstance(cmd, list) else cmd.split()) == exec_cmd(WORKER_DOCKERFILE)
     assert "entrypoint" not in worker
+    limit = int(resolve(environment(worker)["SAMQ_TASK_TIME_LIMIT_S"]))
+    assert duration_s(worker["stop_grace_period"]) > limit, "warm shutdown must outlast the job in hand"
 
 
-def test_flower_is_optional_and_watches_the_broker(compose: dict) -> None:
+def test_webhook_sender_runs_the_thin_image(compose: dict) -> None:
+    services = compose["services"]
+    hooks = services["webhooks"]
+    assert hooks["image"] == services["gateway"]["image"] and "build" not in hooks
+    assert hooks["command"] == WEBHOOK_CMD
+    assert "deploy" not in hooks
+
+
+def test_cpu_override_runs_the_fleet_without_a_gpu(compose: dict, compose_cpu: dict) -> None:
+    services = compose_cpu["services"]
+    assert services["worker"] == {"profiles": ["gpu"]}, "the GPU worker is switched off, nothing else changed"
+    cpu = services["worker-cpu"]
+    assert "deploy" not in cpu and "profiles" not in cpu
+    assert cpu["build"]["dockerfile"] == "deploy/worker.Dockerfile"
+    assert "/whl/cpu" in cpu["build"]["args"]["TORCH_INDEX_URL"]
+    assert "cuda" not in cpu["build"]["args"]["CUDA_IMAGE"]
+    assert environment(cpu)["SAMQ_MODELS"] == "tiny-random" == environment(services["gateway"])["SAMQ_MODELS"]
+    assert cpu["depends_on"] == compose["services"]["worker"]["depends_on"]
+    assert cpu["healthcheck"]["test"] == compose["services"]["worker"]["healthcheck"]["test"]
+    assert duration_s(cpu["stop_grace_period"]) == duration_s(compose["services"]["worker"]["stop_grace_period"])
+
+
+def test_flower_watches_the_broker(compose: dict) -> None:
     services = compose["services"]
     flower = services["flower"]
-    assert flower["image"].startswith("mher/flower")
-    assert "monitoring" in flower["profiles"]
-    assert any(str(p).endswith("5555:5555") for p in flower["ports"])
+    assert any(str(p) == "127.0.0.1:5555:5555" for p in flower["ports"]), "no authentication: loopback only"
     broker = resolve(environment(services["worker"])["SAMQ_REDIS_URL"])
     assert f"--broker={broker}" in flower["command"]
-    for name in ("redis", "minio", "createbuckets", "gateway", "worker"):
-        assert "profiles" not in services[name], f"{name} must start without a profile"
+
+
+def test_third_party_images_are_pinned(compose: dict, dev: list[dict]) -> None:
+    images = {s["image"] for s in compose["services"].values() if "build" not in s}
+    images |= {c["image"] for o in dev if o["kind"] in ("Deployment", "Job")
+               for c in o["spec"]["template"]["spec"]["containers"]}
+    stages = {"scratch", "worker"}  # FROM an earlier stage of the same Dockerfile, or nothing
+    images |= {expand_args(f, arg_defaults(p)).split()[0] for p in (GATEWAY_DOCKERFILE, WORKER_DOCKERFILE)
+               for f in args_of(p, "FROM")}
+    for image in images - stages - {"samq-gateway:latest", "samq-gateway:dev", "samq-worker:cpu"}:
+        name, _, tag = image.partition(":")
+        assert tag and tag != "latest" and re.search(r"\d", tag), f"{image}: pin a version"
+    assert "mher/flower:2.0.1" in images
+    assert any(i.startswith("minio/minio:RELEASE.") for i in images)
+    assert any(i.startswith("nvidia/cuda:13.0.1-runtime-") for i in images)
 
 
 # ---------------------------------------------------------------------------------------------- images
 
 
-def test_gateway_image_is_thin() -> None:
-    text = GATEWAY_DOCKERFILE.read_text().lower()
+def run_requirements(dockerfile: Path) -> list[str]:
+    """The extras each `deploy/requirements.py` call of a Dockerfile names (one call per image)."""
+    calls = [r for r in args_of(dockerfile, "RUN") if "requirements.py" in r]
+    assert len(calls) == 1, f"{dockerfile.name}: install the requirement set of pyproject.toml exactly once"
+    argv = calls[0].split("&&")[0].split(">")[0].split()
+    assert argv[:3] == ["python", "/src/requirements.py", "/src/pyproject.toml"], argv
+    return argv[3:]
+
+
+def test_gateway_requirement_set_has_no_torch() -> None:
+    extras = run_requirements(GATEWAY_DOCKERFILE)
+    assert extras == [], "the gateway image installs the base dependencies only"
+    reqs = requirements.requirement_set(ROOT / "pyproject.toml", extras)
+    installed = closure(reqs)
+    assert {"flask", "gunicorn", "celery", "redis", "boto3"} <= installed, "the closure must follow dependencies"
+    heavy = {n for n in installed if n in GPU_STACK or n.startswith("nvidia-")}
+    assert not heavy, f"the gateway image would install {sorted(heavy)}"
+    # The worker's set is the one that has it, so the check above can fail.
+    worker_reqs = requirements.requirement_set(ROOT / "pyproject.toml", run_requirements(WORKER_DOCKERFILE))
+    assert "torch" in {Requirement(r).name for r in worker_reqs}
+
+
+def test_gateway_image_is_thin_multistage_and_healthy() -> None:
+    text = " ".join(rest for _, rest in instructions(GATEWAY_DOCKERFILE)).lower()
     for heavy in ("torch", "sam2", "transformers", "[worker]", "cuda"):
-        assert heavy not in text, f"gateway.Dockerfile mentions {heavy}"
-    assert args_of(GATEWAY_DOCKERFILE, "FROM") == ["python:3.11-slim"]
-    runs = args_of(GATEWAY_DOCKERFILE, "RUN")
-    assert any(re.search(r"pip install --no-cache-dir \.(\s|$)", r) for r in runs)
+        assert heavy not in text, f"gateway.Dockerfile installs {heavy}"
+    defaults = arg_defaults(GATEWAY_DOCKERFILE)
+    froms = [expand_args(f, defaults) for f in args_of(GATEWAY_DOCKERFILE, "FROM")]
+    assert len(froms) == 2 and all(f.startswith("python:3.11.") and "-slim" in f for f in froms), froms
+    assert any("--from=build" in c for c in args_of(GATEWAY_DOCKERFILE, "COPY")), "runtime copies the built venv"
     assert "8000" in args_of(GATEWAY_DOCKERFILE, "EXPOSE")
+    assert "/healthz" in args_of(GATEWAY_DOCKERFILE, "HEALTHCHECK")[0]
     user_is_not_root(GATEWAY_DOCKERFILE)
 
 
-def test_gateway_cmd_matches_supervisor(clean_env: pytest.MonkeyPatch) -> None:
+def image_env(path: Path) -> dict[str, str]:
+    """The ENV a Dockerfile sets (KEY=VALUE pairs, shell-quoted)."""
+    pairs = [tok.split("=", 1) for rest in args_of(path, "ENV") for tok in shlex.split(rest)]
+    return dict(pairs)
+
+
+def test_gateway_cmd_matches_supervisor(clean_env: pytest.MonkeyPatch, prod: list[dict]) -> None:
     cmd = exec_cmd(GATEWAY_DOCKERFILE)
     assert cmd[:2] == ["gunicorn", "gateway.wsgi:app"]
     expected = gateway_command(Settings(host="0.0.0.0", port=8000))
     assert expected[1:4] == ["-m", "gunicorn", "gateway.wsgi:app"]
-    got = long_options(cmd)
+    # gunicorn's command line wins over GUNICORN_CMD_ARGS: the knobs deployments change must not be in CMD.
+    env_args = long_options(image_env(GATEWAY_DOCKERFILE)["GUNICORN_CMD_ARGS"].split())
+    assert set(env_args) == {"--workers", "--threads"} and not set(env_args) & set(long_options(cmd))
+    k8s = {v["name"]: v.get("value") for v in container(prod, "samq-gateway")["env"]}
+    assert set(long_options(k8s["GUNICORN_CMD_ARGS"].split())) == set(env_args)
+    got = long_options(cmd) | env_args
     for flag, value in long_options(expected[4:]).items():
         assert got.get(flag, "<missing>") == value, f"gunicorn {flag}: image has {got.get(flag)}, supervisor {value}"
     assert got["--worker-class"] == "gthread"
@@ -326,12 +499,17 @@ def test_gateway_cmd_matches_supervisor(clean_env: pytest.MonkeyPatch) -> None:
 
 def test_worker_image_installs_the_gpu_stack() -> None:
     defaults = arg_defaults(WORKER_DOCKERFILE)
-    base = expand_args(args_of(WORKER_DOCKERFILE, "FROM")[-1], defaults)
-    assert "cuda" in base.lower() and ("nvidia/cuda" in base or "pytorch/pytorch" in base), base
+    froms = [expand_args(f, defaults) for f in args_of(WORKER_DOCKERFILE, "FROM")]
+    base = froms[0].split()[0]
+    assert base == "nvidia/cuda:13.0.1-runtime-ubuntu24.04", base
+    assert froms[1].split()[0] == base, "build and runtime stages share the CUDA base"
+    # torch's CUDA build matches the base image's CUDA release (13.0 -> cu130).
+    cuda = re.match(r"nvidia/cuda:(\d+)\.(\d+)", base).groups()
+    assert defaults["TORCH_INDEX_URL"].endswith(f"/whl/cu{cuda[0]}{cuda[1]}")
     runs = [expand_args(r, defaults) for r in args_of(WORKER_DOCKERFILE, "RUN")]
     pip = [r for r in runs if "pip install" in r]
     assert any("torch==2.14.1" in r and "torchvision==0.29.1" in r for r in pip)
-    assert any(re.search(r"""pip install [^&]*["']?\.\[worker\]""", r) for r in pip)
+    assert run_requirements(WORKER_DOCKERFILE) == ["worker"]
     sam2 = [r for r in pip if "sam2==1.1.0" in r]
     assert sam2, "worker.Dockerfile does not install sam2==1.1.0"
     assert all("--no-build-isolation" in r and "SAM2_BUILD_CUDA=" in r for r in sam2)
@@ -342,8 +520,20 @@ def test_worker_image_installs_the_gpu_stack() -> None:
     env = " ".join(args_of(WORKER_DOCKERFILE, "ENV"))
     assert re.search(r"\bHF_HUB_OFFLINE=1\b", env)
     assert re.search(r"\bSAMQ_MODEL_DIR=/models\b", env)
-    assert "samq models download" in WORKER_DOCKERFILE.read_text(), "say how the weights get into /models"
+    assert args_of(WORKER_DOCKERFILE, "HEALTHCHECK")[0].endswith('CMD ["python", "-m", "worker.health", "live"]')
     user_is_not_root(WORKER_DOCKERFILE)
+
+
+def test_worker_image_can_bake_the_weights() -> None:
+    stages = [f.split() for f in args_of(WORKER_DOCKERFILE, "FROM")]
+    assert ["scratch", "AS", "models"] in stages, "an empty `models` stage that --build-context models=... replaces"
+    assert ["worker", "AS", "worker-baked"] in stages
+    assert stages[-1][0] == "worker", "a build without --target (compose) gives the image without weights"
+    text = WORKER_DOCKERFILE.read_text()
+    assert "--build-context models=./models" in text and "make models" in text
+    assert any(c.startswith("--from=models") and c.endswith("/models/") for c in args_of(WORKER_DOCKERFILE, "COPY"))
+    assert "samq models check" in args_of(WORKER_DOCKERFILE, "RUN")[-1], "a baked image without its weights fails"
+    assert args_of(WORKER_DOCKERFILE, "CMD") and instructions(WORKER_DOCKERFILE)[-1][0] == "FROM"
 
 
 def test_worker_cmd_matches_supervisor_and_queues(clean_env: pytest.MonkeyPatch) -> None:
@@ -357,6 +547,15 @@ def test_worker_cmd_matches_supervisor_and_queues(clean_env: pytest.MonkeyPatch)
     assert opts["--prefetch-multiplier"] == "1"
     assert opts["--queues"].split(",") == list(names.INFER_QUEUES)
     assert cmd[cmd.index("-A") + 1] == "worker.celery_app:app"
+    # The probe's default hostname is the one this command line gives the worker.
+    assert cmd[cmd.index("--hostname") + 1].replace("%h", "") == "samq-worker@"
+    assert health_default_prefix() == "samq-worker@"
+
+
+def health_default_prefix() -> str:
+    from worker import health
+
+    return health.DEFAULT_HOSTNAME.split("@")[0] + "@"
 
 
 def test_dockerignore_keeps_the_context_small() -> None:
@@ -367,7 +566,112 @@ def test_dockerignore_keeps_the_context_small() -> None:
         assert kept not in entries, f".dockerignore excludes {kept}, which the images need"
 
 
-def test_readme_says_it_was_not_run_here() -> None:
-    text = (ROOT / "deploy" / "README.md").read_text()
-    assert "not run here: this machine has no docker engine" in text.lower()
-    assert "tests/unit/test_deploy.py" in text
+# ---------------------------------------------------------------------------------------------- kubernetes
+
+
+def test_prod_worker_grace_period_outlasts_a_task(prod: list[dict], clean_env: pytest.MonkeyPatch) -> None:
+    limit = config_settings(prod, clean_env).task_time_limit_s
+    spec = find(prod, "Deployment", "samq-worker")["spec"]
+    assert spec["template"]["spec"]["terminationGracePeriodSeconds"] > limit
+    assert spec["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}, "no surge pod needing a GPU"
+    scaled = find(prod, "ScaledObject", "samq-worker")["spec"]
+    assert scaled["cooldownPeriod"] > limit
+    assert scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"][
+        "stabilizationWindowSeconds"] > limit
+
+
+def test_keda_triggers_name_the_queues_the_code_uses(prod: list[dict]) -> None:
+    scaled = find(prod, "ScaledObject", "samq-worker")["spec"]
+    assert scaled["scaleTargetRef"]["name"] == find(prod, "Deployment", "samq-worker")["metadata"]["name"]
+    triggers = {t["name"]: t for t in scaled["triggers"]}
+    assert all(t["type"] == "redis" for t in triggers.values())
+    lists = sorted(t["metadata"]["listName"] for t in triggers.values())
+    assert lists == sorted([*names.INFER_QUEUES, "unacked"]), lists
+    formula = scaled["advanced"]["scalingModifiers"]["formula"]
+    assert sorted(re.findall(r"[a-z_]+", formula)) == sorted(triggers), "the sum of every trigger"
+    assert 0 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
+    auth = {t["authenticationRef"]["name"] for t in triggers.values()}
+    assert auth == {"samq-redis"}
+    secret = find(prod, "Secret", "samq-secrets")["stringData"]
+    for ref in find(prod, "TriggerAuthentication", "samq-redis")["spec"]["secretTargetRef"]:
+        assert ref["name"] == "samq-secrets" and ref["key"] in secret
+
+
+def test_keda_lists_are_where_celery_puts_messages(rclient: redis.Redis, redis_url: str,
+                                                   clean_env: pytest.MonkeyPatch) -> None:
+    """The names KEDA reads are real: a queued job is a list entry, a taken one sits in `unacked` until acked."""
+    app = make_celery(Settings(redis_url=redis_url))
+    for queue in names.INFER_QUEUES:
+        app.send_task(names.TASK_SEGMENT, args=["job"], queue=queue)
+    assert [rclient.llen(q) for q in names.INFER_QUEUES] == [1, 1, 1]
+    with app.connection_for_read() as conn:
+        message = conn.SimpleQueue(names.QUEUE_HIGH).get(timeout=5)
+        assert rclient.llen(names.QUEUE_HIGH) == 0 and rclient.hlen("unacked") == 1
+        message.ack()
+    assert rclient.hlen("unacked") == 0
+
+
+def test_gpu_worker_probes_itself(prod: list[dict], dev: list[dict]) -> None:
+    worker = container(prod, "samq-worker")
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert worker["startupProbe"]["exec"]["command"] == ["python", "-m", "worker.health", "ready"]
+    assert worker["readinessProbe"]["exec"]["command"] == ["python", "-m", "worker.health", "ready"]
+    assert worker["livenessProbe"]["exec"]["command"][:4] == ["python", "-m", "worker.health", "live"]
+    assert "args" not in worker and "command" not in worker, "the image's CMD (the supervisor's command line)"
+    startup = worker["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "time to load the models"
+    assert "nvidia.com/gpu" not in container(dev, "samq-worker")["resources"]["limits"]
+
+
+def test_gateway_ready_on_readyz_and_scaled_on_cpu(prod: list[dict]) -> None:
+    gateway = container(prod, "samq-gateway")
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "nvidia.com/gpu" not in gateway["resources"].get("limits", {})
+    assert "replicas" not in find(prod, "Deployment", "samq-gateway")["spec"], "the HPA owns the count"
+    hpa = find(prod, "HorizontalPodAutoscaler", "samq-gateway")["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "samq-gateway"
+    assert [m["resource"]["name"] for m in hpa["metrics"]] == ["cpu"]
+    assert 1 <= hpa["minReplicas"] <= hpa["maxReplicas"]
+
+
+def test_webhook_sender_deployment(prod: list[dict], compose: dict) -> None:
+    hooks = container(prod, "samq-webhooks")
+    assert hooks["command"] == WEBHOOK_CMD == compose["services"]["webhooks"]["command"]
+    assert hooks["image"] == container(prod, "samq-gateway")["image"], "the thin image, another command"
+    ping = hooks["livenessProbe"]["exec"]["command"][-1]
+    assert "inspect ping -d samq-webhooks@$HOSTNAME" in ping, "pings the node name its --hostname gives it"
+
+
+@pytest.mark.parametrize("overlay", ["prod", "dev"])
+def test_every_deployment_has_a_pdb_and_resolvable_config(overlay: str, clean_env: pytest.MonkeyPatch) -> None:
+    objects = validate.render(overlay)
+    pdbs = [o["spec"]["selector"]["matchLabels"] for o in objects if o["kind"] == "PodDisruptionBudget"]
+    secrets = {o["metadata"]["name"]: o.get("stringData", {}) for o in objects if o["kind"] == "Secret"}
+    configs = {o["metadata"]["name"]: o["data"] for o in objects if o["kind"] == "ConfigMap"}
+    for dep in (o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].startswith("samq-")):
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert any(sel.items() <= labels.items() for sel in pdbs), f"{dep['metadata']['name']}: no PDB"
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for c in pod["containers"]:
+            for src in c.get("envFrom", []):
+                assert src["configMapRef"]["name"] in configs
+            for var in c.get("env", []):
+                assert var["name"] in SETTING_VARS or not var["name"].startswith("SAMQ_"), var["name"]
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["key"] in secrets[ref["name"]], f"{ref} not in the overlay's Secret"
+    unknown = sorted(k for k in configs["samq-settings"] if k not in SETTING_VARS)
+    assert not unknown, f"ConfigMap keys that are not settings: {unknown}"
+    settings = config_settings(objects, clean_env)
+    assert settings.storage.startswith("s3://") and settings.model_dir == Path("/models")
+    assert settings.models == ("tiny-random" if overlay == "dev" else "large")
+    assert {"redis-address", "redis-password", "admin-key"} <= set(secrets["samq-secrets"])
+
+
+def test_deploy_docs_name_what_was_not_run() -> None:
+    text = (ROOT / "docs" / "DEPLOY.md").read_text()
+    assert "not run here" in text.lower() and "make lint" in text
+    for section in ("Sizing", "Scaling knobs", "Upgrading without losing jobs", "Load test", "Redis"):
+        assert f"## {section}" in text, section
