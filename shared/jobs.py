@@ -69,12 +69,14 @@ ACCEPT = """
 -- waiting and rescue entries, batch and idempotency records are written together.
 -- KEYS[1] key hash  KEYS[2] credit balance  KEYS[3] idempotency record  KEYS[4] stats  KEYS[5] unsent set
 -- KEYS[6] workers set  KEYS[7] active count of the key  KEYS[8] batch hash  KEYS[9] batch job list
--- KEYS[10..12] waiting sets (high, normal, low)  KEYS[13..] per job: job hash, hold (2 keys each)
+-- KEYS[10..12] waiting sets (high, normal, low)  KEYS[13..] per job: job hash, hold, params (3 keys each)
 -- ARGV[1] now (epoch s)  ARGV[2] cost per job  ARGV[3] waiting set index (1..3) of the jobs
 -- ARGV[4] idempotency fingerprint ('' = no idempotency key)  ARGV[5] idempotency ttl (s)
 -- ARGV[6] answer status  ARGV[7] answer body  ARGV[8] need a worker heard since (epoch s; '' = no check)
 -- ARGV[9] most jobs queued in all (0 = no bound)  ARGV[10] most unfinished jobs per key (0 = no bound)
--- ARGV[11] batch fields as a JSON object ('' = no batch)  ARGV[12..] per job: its fields as a JSON object
+-- ARGV[11] batch fields as a JSON object ('' = no batch)
+-- ARGV[12..] per job: its fields as a JSON object, its params (JSON text; a string of their own keeps the
+-- hash small enough for Redis's compact encoding)
 -- Returns {code, n}: 1 accepted (n = balance); 2 replay (n = status, 3rd = body); 3 idempotency key reused
 -- with another body; 0 not enough credits (n = balance); -1 unknown key; -2 disabled key; -3 no worker;
 -- -4 queue full (n = queued); -5 too many unfinished jobs of this key (n = unfinished)
@@ -87,7 +89,7 @@ if ARGV[4] ~= '' then
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
 if redis.call('HGET', KEYS[1], 'disabled') == '1' then return {-2, 0} end
-local n = #ARGV - 11
+local n = (#ARGV - 11) / 2
 local cost = tonumber(ARGV[2]) * n
 local balance = tonumber(redis.call('GET', KEYS[2]) or '0')
 if balance < cost then return {0, balance} end
@@ -103,9 +105,10 @@ redis.call('INCRBY', KEYS[7], n)
 local waiting = KEYS[9 + tonumber(ARGV[3])]
 local now = tonumber(ARGV[1])
 for i = 1, n do
-  local fields = cjson.decode(ARGV[11 + i])
-  local job, hold = KEYS[11 + 2 * i], KEYS[12 + 2 * i]
+  local fields = cjson.decode(ARGV[10 + 2 * i])
+  local job, hold = KEYS[10 + 3 * i], KEYS[11 + 3 * i]
   for k, v in pairs(fields) do redis.call('HSET', job, k, v) end
+  redis.call('SET', KEYS[12 + 3 * i], ARGV[11 + 2 * i])
   redis.call('SET', hold, ARGV[2])  -- no TTL: deleted when the job is settled, however long that takes
   redis.call('ZADD', waiting, now + i * 1e-6, fields['id'])  -- before the publish, so START always finds it
   redis.call('ZADD', KEYS[5], now, fields['id'])
@@ -156,7 +159,7 @@ FINISH = """
 -- Move a job to a terminal state and settle its credits, once; or ask a running job to cancel.
 -- KEYS[1] job hash  KEYS[2] hold  KEYS[3] credit balance of its key  KEYS[4] done channel  KEYS[5] stats
 -- KEYS[6] active count of the key  KEYS[7] batch hash  KEYS[8] batch job list  KEYS[9] outbox
--- KEYS[10] expiring set  KEYS[11] waiting set of its queue
+-- KEYS[10] expiring set  KEYS[11] waiting set of its queue  KEYS[12] params of the job
 -- ARGV[1] terminal status, or 'cancel' (queued -> canceled; running -> cancel requested)
 -- ARGV[2] now (epoch s)  ARGV[3] retention (s)  ARGV[4] job event id  ARGV[5] batch event id  ARGV[6] job id
 -- ARGV[7..] field, value pairs to store with the terminal state
@@ -194,6 +197,7 @@ redis.call('DECR', KEYS[6])
 redis.call('ZREM', KEYS[11], ARGV[6])
 redis.call('HINCRBY', KEYS[5], 'jobs_' .. target, 1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[12], ARGV[3])
 redis.call('ZADD', KEYS[10], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[6])
 local now = tonumber(ARGV[2])
 local job_event, batch_event = '', ''
@@ -288,8 +292,8 @@ class NewJob:
     webhook_events: list[str] | None = None
 
     def record(self) -> dict[str, str]:
-        """The Redis hash fields of the new job."""
-        fields = {k: v for k, v in self.__dict__.items() if v is not None}
+        """The Redis hash fields of the new job (its params are stored beside it)."""
+        fields = {k: v for k, v in self.__dict__.items() if v is not None and k != "params"}
         return _encode({**fields, "status": JobStatus.QUEUED.value, "attempts": 0})
 
 
@@ -351,8 +355,8 @@ class JobStore:
                            limits.max_queued, limits.max_active_per_key,
                            json.dumps(_encode(batch)) if batch else ""]
         for job in jobs:
-            keys += [names.job(job.id), names.hold(job.id)]
-            args.append(json.dumps(job.record()))
+            keys += [names.job(job.id), names.hold(job.id), names.params(job.id)]
+            args += [json.dumps(job.record()), json.dumps(job.params)]
         code, value, *rest = self._accept(keys=keys, args=args)
         if code == 1:
             return Accepted(balance=int(value))
@@ -399,8 +403,11 @@ class JobStore:
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         """The job record, decoded, or None."""
-        raw = self.client.hgetall(names.job(job_id))
-        return _decode(raw) if raw else None
+        with self.client.pipeline(transaction=False) as pipe:
+            raw, params = pipe.hgetall(names.job(job_id)).get(names.params(job_id)).execute()
+        if not raw:
+            return None
+        return {**_decode(raw), "params": json.loads(params) if params else {}}
 
     def statuses(self, job_ids: list[str]) -> list[str | None]:
         """The status of each job (None for expired ones), in one round trip."""
@@ -433,7 +440,8 @@ class JobStore:
         batch_id = job.get("batch_id", "")
         keys = [names.job(job["id"]), names.hold(job["id"]), names.credits(job["key_id"]), names.job_done(job["id"]),
                 names.STATS, names.active(job["key_id"]), names.batch(batch_id), names.batch_jobs(batch_id),
-                names.OUTBOX, names.EXPIRING, names.waiting(job.get("queue", names.QUEUE_NORMAL))]
+                names.OUTBOX, names.EXPIRING, names.waiting(job.get("queue", names.QUEUE_NORMAL)),
+                names.params(job["id"])]
         code, *events = self._finish(keys=keys, args=args)
         events = [e.decode() for e in events if e]
         if events:

@@ -39,6 +39,11 @@ def job(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}"
 
 
+def params(job_id: str) -> str:
+    """JSON of a job's prompt and options, beside its hash (which stays small enough for compact encoding)."""
+    return f"{PREFIX}:params:{job_id}"
+
+
 def job_done(job_id: str) -> str:
     """Pub/sub channel announcing a job reached a terminal state."""
     return f"{PREFIX}:done:{job_id}"
