@@ -9,7 +9,7 @@ import uuid
 from flask import Flask, g, request
 
 from gateway.errors import register_error_handlers
-from gateway.routes import account, batches, jobs, meta, segment
+from gateway.routes import account, batches, jobs, meta, segment, webhooks
 from gateway.services import Services
 from shared.settings import Settings
 
@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.url_map.strict_slashes = False
     app.url_map.merge_slashes = False
     app.extensions["samq"] = services or Services.build(settings)
-    for module in (segment, jobs, batches, account, meta):
+    for module in (segment, jobs, batches, account, meta, webhooks):
         app.register_blueprint(module.bp)
     register_error_handlers(app)
 

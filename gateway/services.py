@@ -11,7 +11,7 @@ from flask import current_app
 from shared.credits import Credits
 from shared.jobs import JobStore
 from shared.keys import KeyStore
-from shared.queue import make_celery
+from shared.queue import make_celery, make_webhook_celery
 from shared.settings import Settings
 from shared.storage import Storage, make_storage
 
@@ -27,6 +27,7 @@ class Services:
     jobs: JobStore
     storage: Storage
     celery: Celery
+    webhook_celery: Celery  # publishes webhook deliveries, on their own broker keyspace
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -35,7 +36,7 @@ class Services:
         return cls(
             settings=settings, redis=client, keys=KeyStore(client), credits=Credits(client),
             jobs=JobStore(client, settings.retention_s), storage=make_storage(settings),
-            celery=make_celery(settings),
+            celery=make_celery(settings), webhook_celery=make_webhook_celery(settings),
         )
 
 

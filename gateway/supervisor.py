@@ -143,3 +143,12 @@ def run(settings: Settings) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
     return code
+
+
+def webhook_command(settings: Settings, name: str = "samq-webhooks") -> list[str]:
+    """The webhook delivery worker: a CPU process with many threads, since each attempt mostly waits."""
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.webhook_app:app", "worker", "--pool", "threads",
+        "--concurrency", "32", "--queues", names.QUEUE_WEBHOOKS, "--hostname", f"{name}@%h", "--loglevel", "INFO",
+        "--without-gossip", "--without-mingle",
+    ]

@@ -47,6 +47,10 @@ class NoResult(SamqError):
     code, status = "no_result", 409
 
 
+class WebhookDisabled(SamqError):
+    code, status = "webhook_disabled", 409
+
+
 class TooLarge(SamqError):
     code, status = "too_large", 413
 

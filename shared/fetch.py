@@ -26,6 +26,12 @@ class Target:
     address: str
     path: str
 
+    @property
+    def host_header(self) -> str:
+        """The Host header for this URL (the port only when it is not the scheme's default)."""
+        default_port = 443 if self.scheme == "https" else 80
+        return self.host if self.port == default_port else f"{self.host}:{self.port}"
+
 
 def _is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address)
@@ -66,8 +72,8 @@ def check_url(url: str, allow_hosts: frozenset[str] = frozenset(), field: str = 
     return Target(parts.scheme, host, port, addresses[0], path)
 
 
-def _pool(target: Target, timeout: urllib3.Timeout) -> urllib3.HTTPConnectionPool:
-    # Connect to the address we checked, not a fresh DNS answer (no DNS rebinding).
+def pinned_pool(target: Target, timeout: urllib3.Timeout) -> urllib3.HTTPConnectionPool:
+    """A connection pool to the address we checked, not a fresh DNS answer (no DNS rebinding)."""
     if target.scheme == "https":
         return urllib3.HTTPSConnectionPool(
             target.address, target.port, timeout=timeout, retries=False, cert_reqs="CERT_REQUIRED",
@@ -82,12 +88,10 @@ def fetch(url: str, max_bytes: int, timeout_s: float, allow_hosts: frozenset[str
     deadline = time.monotonic() + timeout_s * 3  # a whole-download cap: a server dripping bytes is cut off
     for _ in range(MAX_REDIRECTS + 1):
         target = check_url(url, allow_hosts)
-        default_port = 443 if target.scheme == "https" else 80
-        host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
-        pool = _pool(target, timeout)
+        pool = pinned_pool(target, timeout)
         try:
             resp = pool.urlopen(
-                "GET", target.path, headers={"Host": host_header, "User-Agent": "samq/0.1"},
+                "GET", target.path, headers={"Host": target.host_header, "User-Agent": "samq/0.1"},
                 redirect=False, preload_content=False, assert_same_host=False,
             )
         except urllib3.exceptions.HTTPError as exc:

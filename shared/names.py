@@ -102,3 +102,17 @@ def deliveries(job_or_batch_id: str) -> str:
 
 # Sorted set (score: epoch s of expiry) of storage prefixes to delete when their job's retention ends.
 EXPIRING = f"{PREFIX}:expiring"
+
+# Sorted set (score: epoch s when due) of webhook attempts waiting for their retry; members are JSON
+# {"event": ..., "attempt": n}. The webhook worker sends due ones to the broker (never a Celery countdown,
+# which the Redis broker would hold unacked and redeliver twice once past its visibility timeout).
+WEBHOOK_RETRIES = f"{PREFIX}:webhooks:retries"
+
+# kombu prefixes every broker key of the webhook Celery app with this, so its short visibility timeout
+# restores only webhook deliveries, never a long GPU task (kombu restores unacked messages keyspace-wide).
+WEBHOOK_BROKER_PREFIX = f"{PREFIX}.webhooks:"
+
+
+def webhook_disabled(key_id: str) -> str:
+    """Hash (url: epoch s) of a key's webhook URLs disabled after a 410 answer."""
+    return f"{PREFIX}:webhooks:disabled:{key_id}"

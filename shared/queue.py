@@ -13,7 +13,7 @@ def make_celery(settings: Settings) -> Celery:
     """A Celery app configured for long GPU tasks on the Redis broker."""
     app = Celery("samq", broker=settings.broker, set_as_current=False)
     app.conf.update(
-        task_queues=[Queue(q) for q in (*names.INFER_QUEUES, names.QUEUE_WEBHOOKS)],
+        task_queues=[Queue(q) for q in names.INFER_QUEUES],
         task_default_queue=names.QUEUE_NORMAL,
         task_ignore_result=True,  # job state lives in the job store, not a result backend
         task_acks_late=True,  # ack after the task ends, so a lost worker's job is redelivered
@@ -27,6 +27,32 @@ def make_celery(settings: Settings) -> Celery:
             "visibility_timeout": settings.visibility_timeout_s,
             # Poll the queues in the order given (high first) rather than round robin.
             "queue_order_strategy": "priority",
+        },
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    return app
+
+
+def make_webhook_celery(settings: Settings) -> Celery:
+    """The webhook deliveries' Celery app, on its own broker keyspace: publishers and the webhook worker use it."""
+    app = Celery("samq-webhooks", broker=settings.broker, set_as_current=False)
+    app.conf.update(
+        task_queues=[Queue(names.QUEUE_WEBHOOKS)],
+        task_default_queue=names.QUEUE_WEBHOOKS,
+        task_ignore_result=True,
+        task_acks_late=True,  # a delivery in flight when its worker dies is delivered again (at-least-once)
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,  # reserve no more than the threads run: a waiting message would age unacked
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            # kombu restores unacked messages of its whole keyspace: this prefix keeps the short timeout below
+            # away from the GPU tasks, which must stay unacked for as long as a job runs.
+            "global_keyprefix": names.WEBHOOK_BROKER_PREFIX,
+            # One attempt lasts at most its connect and read timeouts; after this a lost worker's delivery returns.
+            "visibility_timeout": 2 * settings.webhook_timeout_s + 5,
+            "unacked_restore_interval": 1,
+            "unacked_restore_throttle": 1,
         },
         task_serializer="json",
         accept_content=["json"],

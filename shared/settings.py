@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -86,6 +86,16 @@ class Settings(BaseSettings):
         "", description="comma-separated host[:port] exempt from the private-address rule (tests, internal)"
     )
 
+    # Webhooks
+    webhook_retry_schedule_s: str = Field(
+        "0,5,300,1800,7200,18000,36000,50400,72000,86400",
+        description="seconds before each webhook attempt, comma-separated, first 0 (retries jittered +-10%)",
+    )
+    webhook_timeout_s: float = Field(15.0, gt=0, description="time budget of one webhook attempt (connect, read)")
+    webhook_allow_hosts: str = Field(
+        "", description="comma-separated host[:port] webhook receivers exempt from the private-address rule"
+    )
+
     @property
     def lifecycle_days(self) -> int:
         """Days after which the bucket's lifecycle rule removes inputs and results the sweep missed."""
@@ -118,4 +128,30 @@ class Settings(BaseSettings):
     @property
     def allowed_fetch_hosts(self) -> frozenset[str]:
         """Hosts (host or host:port) that may be fetched even if private."""
-        return frozenset(h.strip().lower() for h in self.fetch_allow_hosts.split(",") if h.strip())
+        return _host_set(self.fetch_allow_hosts)
+
+    @property
+    def allowed_webhook_hosts(self) -> frozenset[str]:
+        """Webhook receivers (host or host:port) that may be private."""
+        return _host_set(self.webhook_allow_hosts)
+
+    @property
+    def webhook_schedule(self) -> tuple[float, ...]:
+        """Seconds to wait before attempt 1, 2, ... of one webhook event."""
+        return tuple(float(part) for part in self.webhook_retry_schedule_s.split(",") if part.strip())
+
+    @field_validator("webhook_retry_schedule_s")
+    @classmethod
+    def _schedule_is_seconds(cls, value: str) -> str:
+        try:
+            delays = [float(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            delays = []
+        if not delays or min(delays) < 0 or delays[0] != 0:
+            raise ValueError("must be comma-separated non-negative seconds starting with 0 (the first attempt), "
+                             "e.g. 0,5,300")
+        return value
+
+
+def _host_set(text: str) -> frozenset[str]:
+    return frozenset(h.strip().lower() for h in text.split(",") if h.strip())

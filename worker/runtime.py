@@ -11,7 +11,7 @@ from celery import Celery
 
 from shared import names, workers
 from shared.jobs import JobStore
-from shared.queue import enqueue_segment
+from shared.queue import enqueue_segment, make_webhook_celery
 from shared.settings import Settings
 from shared.storage import make_storage
 from worker.models.registry import Models, get_models
@@ -25,6 +25,7 @@ class Runtime:
     def __init__(self, settings: Settings, celery: Celery) -> None:
         self.settings = settings
         self.celery = celery
+        self.webhook_celery = make_webhook_celery(settings)  # for shared.outbox.publish after START/FINISH
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.jobs = JobStore(self.redis, settings.retention_s)
         self.storage = make_storage(settings)
