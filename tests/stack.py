@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 import requests
 
-from gateway.supervisor import gateway_command, worker_command
+from gateway.supervisor import gateway_command, webhook_command, worker_command
 from shared import names, workers
 from shared.keys import KeyStore, hash_key
 from shared.settings import Settings
@@ -77,6 +77,21 @@ class Stack:
             return any(h.startswith(f"{name}@") for h in workers.alive(self.redis, 1.0))
 
         wait_until(ready, WORKER_START_S, f"worker {name} heartbeat", interval_s=0.3)
+        return proc
+
+    def start_webhook_worker(self, name: str = "webhooks") -> subprocess.Popen:
+        """Start the webhook delivery worker and wait until Celery says it is ready."""
+        log = self.logs / f"worker-{name}.log"
+        offset = log.stat().st_size if log.exists() else 0
+        proc = start(webhook_command(self.settings, name=name), self.env, log)
+        self.procs[name] = proc
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"webhook worker {name} exited: see {log}")
+            return b"samq webhook worker ready" in log.read_bytes()[offset:]
+
+        wait_until(ready, 60, f"webhook worker {name}", interval_s=0.2)
         return proc
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
