@@ -8,6 +8,7 @@ import redis
 from celery import Celery
 from flask import current_app
 
+from shared import outbox
 from shared.credits import Credits
 from shared.jobs import JobStore
 from shared.keys import KeyStore
@@ -33,10 +34,11 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         """Create the clients (connections open lazily)."""
         client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+        webhook_celery = make_webhook_celery(settings)
         return cls(
             settings=settings, redis=client, keys=KeyStore(client), credits=Credits(client),
-            jobs=JobStore(client, settings.retention_s), storage=make_storage(settings),
-            celery=make_celery(settings), webhook_celery=make_webhook_celery(settings),
+            jobs=JobStore(client, settings.retention_s, outbox.publisher(webhook_celery, client)),
+            storage=make_storage(settings), celery=make_celery(settings), webhook_celery=webhook_celery,
         )
 
 

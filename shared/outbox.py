@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import redis
 from celery import Celery
 
 from shared import names
 
+log = logging.getLogger(__name__)
 OUTBOX_GRACE_S = 10.0  # an event still in the outbox this long after it was written lost its publisher
 LEASE_S = 30.0  # a claimed entry whose taker died before sending it is taken again after this long
 
-CLAIM_DUE = """
+LEASE_DUE = """
 -- Lease the due members of a sorted set: whoever gets one sends it, then removes it.
 -- KEYS[1] a sorted set (score: epoch s when due)
 -- ARGV[1] due at or before (epoch s)  ARGV[2] most to take  ARGV[3] end of the lease (epoch s)
@@ -31,11 +33,22 @@ def send(app: Celery, event: str, attempt: int = 1) -> None:
 
 
 def publish(app: Celery, client: redis.Redis, events: Iterable[str | bytes]) -> None:
-    """Send the events a Lua step wrote to the outbox, then remove them from it (the sweeper resends the rest)."""
+    """Send the events a Lua step wrote to the outbox, then remove them from it.
+
+    Never raises: an event that cannot be sent now stays in the outbox, and the webhook worker's sweep sends it.
+    """
     for event in events:
         raw = event.decode() if isinstance(event, bytes) else event
-        send(app, raw)
-        client.zrem(names.OUTBOX, raw)
+        try:
+            send(app, raw)
+            client.zrem(names.OUTBOX, raw)
+        except Exception:
+            log.warning("webhook event not sent now; the outbox sweep will send it", exc_info=True)
+
+
+def publisher(app: Celery, client: redis.Redis) -> Callable[[list[str]], None]:
+    """A JobStore's `on_events`: publish what its Lua steps wrote to the outbox."""
+    return lambda events: publish(app, client, events)
 
 
 def schedule_retry(client: redis.Redis, event: str, attempt: int, due: float) -> None:
@@ -44,7 +57,7 @@ def schedule_retry(client: redis.Redis, event: str, attempt: int, due: float) ->
 
 
 def _claim(client: redis.Redis, key: str, due_before: float, limit: int) -> list[str]:
-    taken = client.eval(CLAIM_DUE, 1, key, due_before, limit, time.time() + LEASE_S)
+    taken = client.eval(LEASE_DUE, 1, key, due_before, limit, time.time() + LEASE_S)
     return [m.decode() for m in taken]
 
 

@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     worker_heartbeat_s: float = Field(5.0, gt=0, description="how often workers announce themselves")
 
     # Webhooks
+    webhook_retry_schedule_s: str = Field(
+        "0,5,300,1800,7200,18000,36000,50400,72000,86400",
+        description="seconds before each webhook attempt, comma-separated, first 0 (retries jittered +-10%)",
+    )
+    webhook_timeout_s: float = Field(15.0, gt=0, description="time budget of one webhook attempt (connect, read)")
     webhook_allow_hosts: str = Field(
         "", description="comma-separated host[:port] webhooks may reach even if private (tests, internal receivers)"
     )
@@ -84,16 +89,6 @@ class Settings(BaseSettings):
     fetch_timeout_s: float = Field(10.0, gt=0, description="connect+read budget for image URLs")
     fetch_allow_hosts: str = Field(
         "", description="comma-separated host[:port] exempt from the private-address rule (tests, internal)"
-    )
-
-    # Webhooks
-    webhook_retry_schedule_s: str = Field(
-        "0,5,300,1800,7200,18000,36000,50400,72000,86400",
-        description="seconds before each webhook attempt, comma-separated, first 0 (retries jittered +-10%)",
-    )
-    webhook_timeout_s: float = Field(15.0, gt=0, description="time budget of one webhook attempt (connect, read)")
-    webhook_allow_hosts: str = Field(
-        "", description="comma-separated host[:port] webhook receivers exempt from the private-address rule"
     )
 
     @property
@@ -128,12 +123,7 @@ class Settings(BaseSettings):
     @property
     def allowed_fetch_hosts(self) -> frozenset[str]:
         """Hosts (host or host:port) that may be fetched even if private."""
-        return _host_set(self.fetch_allow_hosts)
-
-    @property
-    def allowed_webhook_hosts(self) -> frozenset[str]:
-        """Webhook receivers (host or host:port) that may be private."""
-        return _host_set(self.webhook_allow_hosts)
+        return frozenset(h.strip().lower() for h in self.fetch_allow_hosts.split(",") if h.strip())
 
     @property
     def webhook_schedule(self) -> tuple[float, ...]:
@@ -152,6 +142,3 @@ class Settings(BaseSettings):
                              "e.g. 0,5,300")
         return value
 
-
-def _host_set(text: str) -> frozenset[str]:
-    return frozenset(h.strip().lower() for h in text.split(",") if h.strip())

@@ -15,6 +15,7 @@ import redis
 import urllib3
 
 from shared import names, outbox, webhooks
+from shared.batches import batch_view, get_batch
 from shared.errors import FetchFailed, SamqError
 from shared.fetch import pinned_pool
 from shared.jobs import JobStore
@@ -102,12 +103,8 @@ class Deliverer:
         if event.job_id:
             job = self.jobs.get(event.job_id)
             return job_view(job, self.storage, s.base_url, s.presign_expires_s) if job else None
-        record = self.client.hgetall(names.batch(event.batch_id or ""))
-        if not record:
-            return None
-        # The batch hash as stored (counters are integers), until shared/batches.py gives its public view.
-        batch = {k.decode(): v.decode() for k, v in record.items()}
-        return {"id": event.batch_id, **{k: int(v) if v.isdigit() else v for k, v in batch.items()}}
+        batch = get_batch(self.client, event.batch_id or "")
+        return batch_view(batch, s.base_url) if batch else None
 
     def body(self, event: Event) -> bytes | None:
         """The JSON body of an event, built from the record's current state; None once it expired."""

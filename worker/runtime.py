@@ -9,7 +9,7 @@ import threading
 import redis
 from celery import Celery
 
-from shared import names, workers
+from shared import names, outbox, workers
 from shared.jobs import JobStore
 from shared.queue import enqueue_segment, make_webhook_celery
 from shared.settings import Settings
@@ -25,9 +25,10 @@ class Runtime:
     def __init__(self, settings: Settings, celery: Celery) -> None:
         self.settings = settings
         self.celery = celery
-        self.webhook_celery = make_webhook_celery(settings)  # for shared.outbox.publish after START/FINISH
         self.redis = redis.Redis.from_url(settings.redis_url)
-        self.jobs = JobStore(self.redis, settings.retention_s)
+        # START and FINISH write webhook events to the outbox; they go to the webhook queue, never held here.
+        self.jobs = JobStore(self.redis, settings.retention_s, outbox.publisher(make_webhook_celery(settings),
+                                                                                 self.redis))
         self.storage = make_storage(settings)
         self._stop = threading.Event()
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.auth import authenticate
 from gateway.body import request_body
-from gateway.routes.jobs import _own_job
+from gateway.routes.jobs import own_job
 from gateway.services import services
 from shared import outbox, webhooks
 from shared.errors import NotFound, WebhookDisabled
@@ -60,7 +60,7 @@ def enable():
 def list_deliveries(job_id: str):
     """Every webhook attempt for a job: time, event, HTTP status or error, duration."""
     key = authenticate()
-    _own_job(job_id, key.key_id)
+    own_job(job_id, key.key_id)
     return jsonify({"deliveries": webhooks.deliveries(services().redis, job_id)})
 
 
@@ -68,7 +68,7 @@ def list_deliveries(job_id: str):
 def redeliver(job_id: str, n: int):
     """Send the event of attempt `n` again, with the same webhook-id, on a fresh retry schedule."""
     key = authenticate()
-    job = _own_job(job_id, key.key_id)
+    job = own_job(job_id, key.key_id)
     svc = services()
     attempts = webhooks.deliveries(svc.redis, job_id)
     if not 1 <= n <= len(attempts):
