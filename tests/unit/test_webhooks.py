@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -176,3 +179,12 @@ def test_the_readme_receiver_example_accepts_our_deliveries():
     assert client.post("/samq", data=body, headers=signed_headers([secret], body)).status_code == 204
     tampered = client.post("/samq", data=body + b" ", headers=signed_headers([secret], body))
     assert tampered.status_code == 400
+
+
+def test_the_webhook_worker_loads_no_model_code():
+    probe = ("import sys, worker.webhook_app as w; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'sam2'}), "
+             "w.app.conf.broker_transport_options['global_keyprefix'])")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}).stdout.split()
+    assert out == ["[]", names.WEBHOOK_BROKER_PREFIX]
