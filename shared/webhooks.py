@@ -123,13 +123,16 @@ def is_disabled(client: redis.Redis, key_id: str, url: str) -> bool:
     return bool(client.hexists(names.webhook_disabled(key_id), url))
 
 
-def log_attempt(client: redis.Redis, subject_key: str, subject_id: str, attempt: dict[str, Any]) -> int:
-    """Append one attempt to the delivery log of a job or batch, kept as long as it; returns its number n."""
+def log_attempt(client: redis.Redis, subject_key: str, subject_id: str, attempt: dict[str, Any],
+                retention_s: int) -> int:
+    """Append one attempt to the delivery log of a job or batch, kept as long as it; returns its number n.
+
+    A job still running has no TTL yet: its log then gets the full retention from now.
+    """
     ttl = client.ttl(subject_key)
     with client.pipeline() as pipe:
         pipe.rpush(names.deliveries(subject_id), json.dumps(attempt))
-        if ttl > 0:
-            pipe.expire(names.deliveries(subject_id), ttl)
+        pipe.expire(names.deliveries(subject_id), ttl if ttl > 0 else retention_s)
         n = pipe.execute()[0]
     return int(n)
 

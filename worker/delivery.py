@@ -123,7 +123,8 @@ class Deliverer:
         if webhooks.is_disabled(self.client, event.key_id, event.url):
             log.info("webhook %s to %s dropped: the URL is disabled (it answered 410)", event.id, event.url)
             webhooks.log_attempt(self.client, subject_key, event.subject,
-                                 {**record, "status": None, "error": "url disabled after 410", "duration_ms": 0})
+                                 {**record, "status": None, "error": "url disabled after 410", "duration_ms": 0},
+                                 self.settings.retention_s)
             return
         body = self.body(event)
         if body is None:
@@ -148,5 +149,5 @@ class Deliverer:
             delay = max(schedule[attempt] * random.uniform(1 - JITTER, 1 + JITTER), answer.retry_after_s)
             record["next_attempt_at"] = iso(time.time() + delay)
             outbox.schedule_retry(self.client, raw, attempt + 1, time.time() + delay)
-        webhooks.log_attempt(self.client, subject_key, event.subject, record)
+        webhooks.log_attempt(self.client, subject_key, event.subject, record, self.settings.retention_s)
         log.info("webhook %s %s attempt %d -> %s", event.id, event.type, attempt, answer.status or answer.error)

@@ -188,3 +188,14 @@ def test_the_webhook_worker_loads_no_model_code():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}).stdout.split()
     assert out == ["[]", names.WEBHOOK_BROKER_PREFIX]
+
+
+def test_the_delivery_log_lives_as_long_as_its_job(rclient):
+    rclient.hset(names.job("j"), "status", "running")  # no TTL until it ends
+    attempt = {"attempt": 1, "event": "msg_1", "status": 200}
+    assert webhooks.log_attempt(rclient, names.job("j"), "j", attempt, retention_s=500) == 1
+    assert 490 < rclient.ttl(names.deliveries("j")) <= 500
+    rclient.expire(names.job("j"), 100)  # it ended: retention from now
+    assert webhooks.log_attempt(rclient, names.job("j"), "j", {**attempt, "attempt": 2}, retention_s=500) == 2
+    assert 90 < rclient.ttl(names.deliveries("j")) <= 100
+    assert [(d["n"], d["attempt"]) for d in webhooks.deliveries(rclient, "j")] == [(1, 1), (2, 2)]
