@@ -90,5 +90,28 @@ def openapi_document() -> dict[str, Any]:
             "/readyz": {"get": {"summary": "Redis answers and a worker is alive",
                                 "responses": {"200": {"description": "ready"}, "503": {"description": "not"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
+            **_webhook_paths(security, job_id),
         },
+    }
+
+
+def _webhook_paths(security: list[dict], job_id: list[dict]) -> dict[str, Any]:
+    def op(summary: str, ok: str, params: list[dict] | None = None, *errors: str) -> dict[str, Any]:
+        return {"summary": summary, "security": security, "parameters": params or [],
+                "responses": {"200": {"description": ok}, **_errors("401", *errors)}}
+
+    n = {"name": "n", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+    url_body = {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["url"], "properties": {"url": {"type": "string"}}}}}}
+    return {
+        "/v1/webhooks/secret": {"get": op("The key's webhook signing secret (whsec_...)", "{secret}")},
+        "/v1/webhooks/secret/rotate": {"post": op("A new secret; the old one also signs for 24 h", "{secret}")},
+        "/v1/webhooks/disabled": {"get": op("URLs disabled after answering 410", "{urls}")},
+        "/v1/webhooks/enable": {"post": {**op("Deliver to a disabled URL again", "{url, enabled}", None, "400"),
+                                         "requestBody": url_body}},
+        "/v1/jobs/{job_id}/deliveries": {"get": op("Every webhook attempt for the job", "{deliveries}", job_id)},
+        "/v1/jobs/{job_id}/deliveries/{n}/redeliver": {"post": {
+            **op("Send attempt n's event again, same webhook-id", "", [*job_id, n]),
+            "responses": {"202": {"description": "queued"}, "404": {"description": "no such job or attempt"},
+                          "409": {"description": "the URL is disabled"}, **_errors("401")}}},
     }
