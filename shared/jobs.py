@@ -160,6 +160,7 @@ FINISH = """
 -- KEYS[1] job hash  KEYS[2] hold  KEYS[3] credit balance of its key  KEYS[4] done channel  KEYS[5] stats
 -- KEYS[6] active count of the key  KEYS[7] batch hash  KEYS[8] batch job list  KEYS[9] outbox
 -- KEYS[10] expiring set  KEYS[11] waiting set of its queue  KEYS[12] params of the job
+-- KEYS[13] webhook delivery log of the job
 -- ARGV[1] terminal status, or 'cancel' (queued -> canceled; running -> cancel requested)
 -- ARGV[2] now (epoch s)  ARGV[3] retention (s)  ARGV[4] job event id  ARGV[5] batch event id  ARGV[6] job id
 -- ARGV[7..] field, value pairs to store with the terminal state
@@ -198,6 +199,7 @@ redis.call('ZREM', KEYS[11], ARGV[6])
 redis.call('HINCRBY', KEYS[5], 'jobs_' .. target, 1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[12], ARGV[3])
+redis.call('EXPIRE', KEYS[13], ARGV[3])  -- the delivery log goes with its job
 redis.call('ZADD', KEYS[10], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[6])
 local now = tonumber(ARGV[2])
 local job_event, batch_event = '', ''
@@ -441,7 +443,7 @@ class JobStore:
         keys = [names.job(job["id"]), names.hold(job["id"]), names.credits(job["key_id"]), names.job_done(job["id"]),
                 names.STATS, names.active(job["key_id"]), names.batch(batch_id), names.batch_jobs(batch_id),
                 names.OUTBOX, names.EXPIRING, names.waiting(job.get("queue", names.QUEUE_NORMAL)),
-                names.params(job["id"])]
+                names.params(job["id"]), names.deliveries(job["id"])]
         code, *events = self._finish(keys=keys, args=args)
         events = [e.decode() for e in events if e]
         if events:

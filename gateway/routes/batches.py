@@ -23,7 +23,8 @@ def _base_url() -> str:
     return request.host_url.rstrip("/")
 
 
-def _own_batch(batch_id: str, key_id: str) -> dict:
+def own_batch(batch_id: str, key_id: str) -> dict:
+    """The caller's batch, or 404 (another key's batch is indistinguishable from none; old ones say so)."""
     svc = services()
     batch = batches.get_batch(svc.redis, batch_id)
     if batch is None or batch.get("key_id") != key_id:
@@ -67,7 +68,7 @@ def get_batch(batch_id: str):
     """A batch's counts, and one page of its jobs with their statuses (?cursor=N&limit=M)."""
     key = authenticate()
     svc = services()
-    batch = _own_batch(batch_id, key.key_id)
+    batch = own_batch(batch_id, key.key_id)
     try:
         cursor = int(request.args.get("cursor", 0))
         limit = int(request.args.get("limit", 100))
@@ -88,7 +89,7 @@ def cancel_batch(batch_id: str):
     """Cancel every job of the batch that has not ended: queued ones now, running ones at their next check."""
     key = authenticate()
     svc = services()
-    _own_batch(batch_id, key.key_id)
+    own_batch(batch_id, key.key_id)
     counts = {outcome.value: 0 for outcome in Cancel}
     for job_id in batches.batch_job_ids(svc.redis, batch_id):
         job = svc.jobs.get(job_id)

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.auth import authenticate
 from gateway.body import request_body
+from gateway.routes.batches import own_batch
 from gateway.routes.jobs import own_job
 from gateway.services import services
 from shared import outbox, webhooks
@@ -62,6 +63,14 @@ def list_deliveries(job_id: str):
     key = authenticate()
     own_job(job_id, key.key_id)
     return jsonify({"deliveries": webhooks.deliveries(services().redis, job_id)})
+
+
+@bp.get("/v1/batches/<batch_id>/deliveries")
+def list_batch_deliveries(batch_id: str):
+    """Every webhook attempt for a batch's batch.completed event."""
+    key = authenticate()
+    own_batch(batch_id, key.key_id)
+    return jsonify({"deliveries": webhooks.deliveries(services().redis, batch_id)})
 
 
 @bp.post("/v1/jobs/<job_id>/deliveries/<int:n>/redeliver")

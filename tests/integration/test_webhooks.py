@@ -226,6 +226,9 @@ def test_a_batch_reports_completed_once_with_the_batch_as_data(stack, key, secre
     assert payload["type"] == "batch.completed" and payload["data"]["id"] == batch_id
     assert payload["data"]["counts"] == shown["counts"] and shown["counts"]["succeeded"] == 2
     assert [e["status"] for e in webhooks.deliveries(stack.redis, batch_id)] == [200]
+    logged = stack.get(f"/v1/batches/{batch_id}/deliveries", key).json()["deliveries"]
+    assert [(d["n"], d["type"], d["status"]) for d in logged] == [(1, "batch.completed", 200)]
+    assert stack.get(f"/v1/batches/{batch_id}/deliveries", stack.new_key(1)).status_code == 404
 
 
 def test_batch_completed_is_delivered_once_when_its_last_two_jobs_end_together(stack, key, secret, receiver,
