@@ -57,10 +57,7 @@ def submit_batch():
         return 202, {**view, "job_ids": [job.id for job in jobs]}
 
     status, answer_body, accepted = accept(svc, key, items, answer, idem, fingerprint(body), batch=record)
-    response = answer_json(status, answer_body, accepted.replay is not None)
-    if accepted.balance is not None:
-        response.headers["x-remaining-credits"] = str(accepted.balance)
-    return response
+    return answer_json(status, answer_body, accepted)
 
 
 @bp.get("/<batch_id>")

@@ -10,7 +10,7 @@ from gateway.routes.views import job_view, new_job_view
 from gateway.services import services
 from gateway.submit import accept, fingerprint, prepare
 from shared.errors import Expired, InvalidRequest, NoResult, NotCancelable, NotFinished, NotFound
-from shared.jobs import Cancel, JobStatus, id_age_s
+from shared.jobs import Accepted, Cancel, JobStatus, id_age_s
 from shared.schemas import JobRequest, parse_body
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -27,14 +27,16 @@ def idempotency_key() -> str | None:
     return value
 
 
-def answer_json(status: int, body: dict, replayed: bool) -> Response:
-    """A JSON answer; replays of an idempotent request say so, as Stripe's do."""
+def answer_json(status: int, body: dict, accepted: Accepted) -> Response:
+    """The answer to a submit; replays of an idempotent request say so, as Stripe's do."""
     response = jsonify(body)
     response.status_code = status
     if "urls" in body:
         response.headers["Location"] = body["urls"]["self"]
-    if replayed:
+    if accepted.replay is not None:
         response.headers["Idempotent-Replayed"] = "true"
+    else:  # the balance ACCEPT returned: no extra read after the request
+        response.headers["x-remaining-credits"] = str(accepted.balance)
     return response
 
 
@@ -61,10 +63,7 @@ def submit_job():
     item = prepare(svc, key, req, mode="async")
     status, answer, accepted = accept(svc, key, [item], lambda jobs: (202, new_job_view(jobs[0])), idem,
                                       fingerprint(body))
-    response = answer_json(status, answer, accepted.replay is not None)
-    if accepted.balance is not None:
-        response.headers["x-remaining-credits"] = str(accepted.balance)
-    return response
+    return answer_json(status, answer, accepted)
 
 
 @bp.get("/<job_id>")

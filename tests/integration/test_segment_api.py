@@ -23,7 +23,8 @@ def test_hosted_api_example_with_a_prompt(stack, key):
     assert r.headers["content-type"] == "image/jpeg"
     assert open_image(r.content).size == (640, 427)
     assert r.headers["x-remaining-credits"] == "9" and stack.balance(key) == 9
-    assert int(r.headers["x-objects-found"]) >= 0
+    job = stack.get(f"/v1/jobs/{r.headers['x-job-id']}", key).json()
+    assert r.headers["x-objects-found"] == str(job["objects_found"]) == str(len(job["objects"]))
     assert r.headers["x-request-id"]
 
 
