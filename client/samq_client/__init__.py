@@ -1,0 +1,34 @@
+"""samq-client: the samq segmentation API from Python and the command line."""
+
+from samq_client.client import Client, encode_image, job_body
+from samq_client.errors import (
+    Conflict,
+    ConnectionFailed,
+    FetchFailed,
+    InsufficientCredits,
+    InvalidRequest,
+    JobFailed,
+    NoCapacity,
+    NoResult,
+    NotFinished,
+    NotFound,
+    RateLimited,
+    SamqError,
+    ServerError,
+    TooLarge,
+    Unauthorized,
+    UndecodableImage,
+    UrlNotAllowed,
+    WaitTimeout,
+    WebhookVerificationError,
+)
+from samq_client.models import Batch, BatchCounts, Credits, Job, JobRef, Segmentation, SegmentObject
+from samq_client.webhooks import verify_webhook
+
+__all__ = [
+    "Batch", "BatchCounts", "Client", "Conflict", "ConnectionFailed", "Credits", "FetchFailed",
+    "InsufficientCredits", "InvalidRequest", "Job", "JobFailed", "JobRef", "NoCapacity", "NoResult", "NotFinished",
+    "NotFound", "RateLimited", "SamqError", "SegmentObject", "Segmentation", "ServerError", "TooLarge",
+    "Unauthorized", "UndecodableImage", "UrlNotAllowed", "WaitTimeout", "WebhookVerificationError",
+    "encode_image", "job_body", "verify_webhook",
+]

@@ -1,0 +1,171 @@
+"""A folder of images through `POST /v1/batches`, resumable: a state file in the output folder remembers what
+was submitted and downloaded, and every chunk's Idempotency-Key is derived from its content, so a rerun after
+Ctrl-C (even one that struck between sending a chunk and saving the state) never submits or pays twice."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from samq_client.client import Client
+from samq_client.errors import SamqError
+from samq_client.models import OUTPUT_SUFFIX
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+STATE_FILE = ".samq-batch.json"
+
+
+@dataclass
+class Chunk:
+    """Images sent together as one batch."""
+
+    key: str  # the Idempotency-Key: a digest of the settings and every file's name and bytes
+    files: list[str]
+    batch_id: str | None = None
+    job_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class State:
+    """What a run has done so far; saved atomically after every step."""
+
+    settings: dict[str, Any]
+    chunks: list[Chunk] = field(default_factory=list)
+    finished: dict[str, str] = field(default_factory=dict)  # file -> succeeded | failed | canceled
+    errors: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> State | None:
+        """The state saved in `path`, if any."""
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return cls(data["settings"], [Chunk(**c) for c in data["chunks"]], data["finished"], data["errors"])
+
+    def save(self, path: Path) -> None:
+        """Write to a temporary file and rename it: an interrupt never leaves half a state file."""
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        os.replace(tmp, path)
+
+
+def list_images(folder: Path) -> list[str]:
+    """The image files directly in `folder`, sorted."""
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def chunk_key(settings: dict[str, Any], folder: Path, files: list[str]) -> str:
+    """A deterministic Idempotency-Key for one chunk: same settings and same files give the same key."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for name in files:
+        digest.update(name.encode() + b"\0" + hashlib.sha256((folder / name).read_bytes()).digest())
+    return "samq-client-" + digest.hexdigest()[:40]
+
+
+def output_path(outdir: Path, image_name: str, output: str) -> Path:
+    """Where one output of one image goes: next to the image's name (cat.jpg -> cat.overlay.jpg)."""
+    return outdir / (Path(image_name).stem + OUTPUT_SUFFIX.get(output, f".{output}"))
+
+
+@dataclass
+class Progress:
+    """What the run has to show: images finished, failed, and the total."""
+
+    total: int
+    finished: int
+    failed: int
+
+
+class BatchRun:
+    """Submit a folder in chunks, poll, download each result next to its name."""
+
+    def __init__(self, client: Client, folder: Path, outdir: Path, settings: dict[str, Any],
+                 chunk_size: int = 100, poll_s: float = 1.0, webhook_url: str | None = None) -> None:
+        self.client, self.folder, self.outdir = client, folder, outdir
+        self.settings = settings  # prompt, outputs, priority: part of every chunk's key
+        self.chunk_size, self.poll_s, self.webhook_url = chunk_size, poll_s, webhook_url
+        self.state_path = outdir / STATE_FILE
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        state = State.load(self.state_path)
+        if state is not None and state.settings != settings:
+            raise SamqError(f"{self.state_path} belongs to a run with other settings ({state.settings}); "
+                            "use another output folder", code="state_mismatch")
+        self.state = state or State(settings)
+
+    def plan(self) -> None:
+        """Put every image not yet in a chunk into new chunks (a rerun keeps the chunks it already made)."""
+        planned = {name for chunk in self.state.chunks for name in chunk.files}
+        todo = [name for name in list_images(self.folder) if name not in planned]
+        for start in range(0, len(todo), self.chunk_size):
+            files = todo[start:start + self.chunk_size]
+            self.state.chunks.append(Chunk(chunk_key(self.settings, self.folder, files), files))
+        self.state.save(self.state_path)
+
+    @property
+    def progress(self) -> Progress:
+        """Counts for the progress bar."""
+        total = sum(len(c.files) for c in self.state.chunks)
+        failed = sum(1 for s in self.state.finished.values() if s != "succeeded")
+        return Progress(total, len(self.state.finished), failed)
+
+    def submit(self, on_chunk: Callable[[Chunk], None] | None = None) -> None:
+        """Send every chunk not yet acknowledged (a replayed key answers with the first batch, charged once)."""
+        for chunk in self.state.chunks:
+            if chunk.batch_id:
+                continue
+            items = [{"image": self.folder / name, **self._fields(), "metadata": {"file": name}}
+                     for name in chunk.files]
+            batch = self.client.submit_batch(items, webhook_url=self.webhook_url,
+                                             priority=self.settings.get("priority"), idempotency_key=chunk.key)
+            chunk.batch_id, chunk.job_ids = batch.id, list(batch.job_ids)
+            self.state.save(self.state_path)
+            if on_chunk:
+                on_chunk(chunk)
+
+    def _fields(self) -> dict[str, Any]:
+        fields = {"prompt": self.settings.get("prompt")}
+        if self.settings.get("outputs"):
+            fields["outputs"] = self.settings["outputs"]
+        return fields
+
+    def poll(self, on_progress: Callable[[Progress], None] | None = None) -> None:
+        """Until every image finished: read each open batch's status, download what just succeeded."""
+        while True:
+            open_chunks = [c for c in self.state.chunks if any(f not in self.state.finished for f in c.files)]
+            if not open_chunks:
+                return
+            for chunk in open_chunks:
+                self._collect(chunk)
+                if on_progress:
+                    on_progress(self.progress)
+            if any(f not in self.state.finished for c in open_chunks for f in c.files):
+                time.sleep(self.poll_s)
+
+    def _collect(self, chunk: Chunk) -> None:
+        statuses = {ref.id: ref.status for ref in self.client.batch_status(chunk.batch_id).jobs}
+        for name, job_id in zip(chunk.files, chunk.job_ids, strict=True):
+            status = statuses.get(job_id)
+            if name in self.state.finished or status not in ("succeeded", "failed", "canceled"):
+                continue
+            job = self.client.get(job_id)
+            if job.succeeded:
+                for output in job.outputs:
+                    output_path(self.outdir, name, output).write_bytes(self.client.result(job, output))
+            elif job.error:
+                self.state.errors[name] = {"code": job.error.get("code", ""), "message": job.error.get("message", "")}
+            self.state.finished[name] = job.status
+            self.state.save(self.state_path)
+
+    def summary(self) -> dict[str, int]:
+        """Images by final status (and those not finished)."""
+        counts = {"succeeded": 0, "failed": 0, "canceled": 0, "unfinished": 0}
+        for chunk in self.state.chunks:
+            for name in chunk.files:
+                counts[self.state.finished.get(name, "unfinished")] += 1
+        return counts

@@ -1,0 +1,170 @@
+"""`samq-client`: segment one image, run a folder as a resumable batch, look at a job, read your credits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from samq_client.batch import BatchRun
+from samq_client.client import Client
+from samq_client.errors import JobFailed, SamqError
+from samq_client.models import OUTPUT_SUFFIX
+
+OUTPUTS = tuple(OUTPUT_SUFFIX)
+err = Console(stderr=True)
+
+
+def _pair(text: str, n: int) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != n:
+        raise argparse.ArgumentTypeError(f"expected {n} comma-separated numbers, got {text!r}")
+    return values
+
+
+def _outputs(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in OUTPUTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"outputs are any of {', '.join(OUTPUTS)}")
+    return names
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="samq-client", description=__doc__)
+    p.add_argument("--url", help="API base URL (default: $SAMQ_URL, else http://127.0.0.1:8000)")
+    p.add_argument("--api-key", help="API key (default: $SAMQ_API_KEY)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser("segment", help="segment one image and save one output")
+    seg.add_argument("image", help="a file or an http(s) URL")
+    seg.add_argument("--prompt", help="text prompt (objects to find)")
+    seg.add_argument("--point", action="append", type=lambda t: _pair(t, 2), default=[], metavar="X,Y",
+                     help="a positive click (repeat for more)")
+    seg.add_argument("--negative", action="append", type=lambda t: _pair(t, 2), default=[], metavar="X,Y",
+                     help="a negative click (repeat for more)")
+    seg.add_argument("--box", action="append", type=lambda t: _pair(t, 4), default=[], metavar="X0,Y0,X1,Y1")
+    seg.add_argument("--output", choices=OUTPUTS, default="overlay_jpeg")
+    seg.add_argument("--drop-in", action="store_true",
+                     help="use POST /v1/sam-v2-image (the hosted API's endpoint); overlay_jpeg or mask_jpeg only")
+    seg.add_argument("-o", "--out", type=Path, help="where to write (default: IMAGE's name + the output's suffix)")
+
+    bat = sub.add_parser("batch", help="segment every image of a folder; rerun to resume after Ctrl-C")
+    bat.add_argument("folder", type=Path)
+    bat.add_argument("--prompt", required=True)
+    bat.add_argument("-o", "--out", type=Path, required=True, help="output folder (holds the resume state)")
+    bat.add_argument("--outputs", type=_outputs, help="comma-separated, e.g. overlay_jpeg,mask_png,json")
+    bat.add_argument("--priority", choices=("high", "normal", "low"), default="normal")
+    bat.add_argument("--chunk-size", type=int, default=100, help="images per POST /v1/batches")
+    bat.add_argument("--poll", type=float, default=1.0, help="seconds between status reads")
+    bat.add_argument("--webhook-url", help="the API also calls this URL as jobs finish")
+
+    jobs = sub.add_parser("jobs", help="jobs").add_subparsers(dest="jobs_command", required=True)
+    show = jobs.add_parser("show", help="print a job as JSON")
+    show.add_argument("id")
+    sub.add_parser("credits", help="print your balance as JSON")
+    return p
+
+
+def cmd_segment(client: Client, args: argparse.Namespace) -> int:
+    """One image, one output file."""
+    if not args.prompt and not args.point and not args.box:
+        raise SamqError("give --prompt, --point or --box", code="usage")
+    out = args.out or Path(Path(args.image).stem + OUTPUT_SUFFIX[args.output])
+    if args.drop_in:
+        if args.output not in ("overlay_jpeg", "mask_jpeg") or args.box:
+            raise SamqError("--drop-in gives overlay_jpeg or mask_jpeg, from --prompt or --point", code="usage")
+        data = client.sam_v2_image(args.image, args.prompt, args.point, args.negative,
+                                   overlay_mask=args.output == "overlay_jpeg")
+        out.write_bytes(data)
+        err.print(f"wrote {out}")
+        return 0
+    job = client.wait(client.submit(args.image, args.prompt, args.point, args.negative, args.box, [args.output]))
+    if not job.succeeded:
+        raise JobFailed(job)
+    out.write_bytes(client.result(job, args.output))
+    err.print(f"job {job.id}: {job.objects_found} object(s); wrote {out}")
+    return 0
+
+
+class RateColumn(ProgressColumn):
+    """Images per second, as rich measures it over the last moments."""
+
+    def render(self, task) -> Text:  # noqa: ANN001 (rich's Task)
+        return Text(f"{task.speed or 0:.2f} img/s", style="cyan")
+
+
+def cmd_batch(client: Client, args: argparse.Namespace) -> int:
+    """A folder through POST /v1/batches, with a progress bar, downloads and a summary table."""
+    settings = {"prompt": args.prompt, "outputs": args.outputs, "priority": args.priority}
+    run = BatchRun(client, args.folder, args.out, settings, args.chunk_size, args.poll, args.webhook_url)
+    run.plan()
+    start = run.progress
+    if start.finished:
+        err.print(f"resuming: {start.finished} of {start.total} already done")
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("failed [red]{task.fields[failed]}"), TimeRemainingColumn(), RateColumn())
+    with Progress(*columns, console=err) as bar:
+        sending = bar.add_task("submitting", total=len(run.state.chunks), failed=0,
+                               completed=sum(1 for c in run.state.chunks if c.batch_id))
+        run.submit(on_chunk=lambda _chunk: bar.advance(sending))
+        done = bar.add_task("segmenting", total=start.total, completed=start.finished, failed=start.failed)
+        run.poll(on_progress=lambda p: bar.update(done, completed=p.finished, failed=p.failed))
+    _summary(run, client)
+    counts = run.summary()
+    return 0 if counts["succeeded"] == sum(counts.values()) else 1
+
+
+def _summary(run: BatchRun, client: Client) -> None:
+    out = Console()
+    table = Table(title=f"samq batch: {run.folder} -> {run.outdir}")
+    table.add_column("status")
+    table.add_column("images", justify="right")
+    for status, n in run.summary().items():
+        table.add_row(status, str(n))
+    out.print(table)
+    if run.state.errors:
+        failures = Table(title="failures")
+        for col in ("image", "code", "message"):
+            failures.add_column(col)
+        for name, error in sorted(run.state.errors.items())[:50]:
+            failures.add_row(name, error["code"], error["message"])
+        out.print(failures)
+    out.print(f"credits left: {client.credits().credits}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `samq-client`."""
+    args = parser().parse_args(argv)
+    client = Client(args.url, args.api_key)
+    try:
+        if args.command == "segment":
+            return cmd_segment(client, args)
+        if args.command == "batch":
+            return cmd_batch(client, args)
+        if args.command == "jobs":
+            print(json.dumps(client.get(args.id).raw, indent=2))
+        elif args.command == "credits":
+            credits = client.credits()
+            print(json.dumps({"credits": credits.credits, "name": credits.name}))
+        return 0
+    except SamqError as exc:
+        err.print(f"[red]error[/red] {exc}")
+        return 2 if exc.code in ("usage", "state_mismatch") else 1
+    except KeyboardInterrupt:
+        err.print("interrupted: run the same command again to resume (nothing is submitted or charged twice)")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
