@@ -8,11 +8,12 @@ PRESET ?=
 
 # torch/torchvision first, pinned (they come from local disk on our machines), then samq, then sam2
 # without build isolation so it builds against that torch (no CUDA extension needed).
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip setuptools wheel
 	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(VENV)/bin/pip install -q -e '.[worker,dev]'
+	$(VENV)/bin/pip install -q -e ./client
 	SAM2_BUILD_CUDA=0 $(VENV)/bin/pip install -q --no-build-isolation sam2==1.1.0
 	touch $(STAMP)
 
