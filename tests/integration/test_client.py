@@ -1,0 +1,191 @@
+"""samq-client end to end against the running stack: the package installs alone, the SDK and the CLI segment
+real photographs, and a batch interrupted with Ctrl-C resumes without submitting or paying twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+import samq_client
+from PIL import Image
+from samq_client import Client
+from samq_client.batch import STATE_FILE
+
+from tests.helpers import ASTRONAUT_PNG, CHELSEA_PNG, PHOTO_DIR, ROCKET_JPG, open_image, wait_until
+
+ROOT = Path(__file__).parents[2]
+CLIENT_DIR = ROOT / "client"
+FORBIDDEN = {"torch", "flask", "celery", "gateway", "worker", "shared", "pydantic", "redis", "boto3"}
+
+
+def cli(stack, key: str, *args: str, **kw) -> subprocess.CompletedProcess:
+    """Run `samq-client` (as a module of the source tree, so the test needs no install) against the stack."""
+    env = {**os.environ, "SAMQ_URL": stack.url, "SAMQ_API_KEY": key, "PYTHONPATH": str(CLIENT_DIR)}
+    return subprocess.run([sys.executable, "-m", "samq_client.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=180, **kw)
+
+
+def test_the_package_installs_alone_and_imports_nothing_of_the_service(stack, tmp_path):
+    shutil.copytree(CLIENT_DIR, tmp_path / "src", ignore=shutil.ignore_patterns("*.egg-info", "build"))
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", str(tmp_path / "src"), "-w",
+                    str(tmp_path / "dist")], check=True, timeout=120)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    wheel = next((tmp_path / "dist").glob("samq_client-*.whl"))
+    subprocess.run([*pip, "--python", str(venv / "bin" / "python"), "install", "--no-deps", str(wheel)], check=True,
+                   timeout=120)
+    site = next(venv.glob("lib/python*/site-packages"))
+    assert sorted(p.name for p in site.iterdir() if not p.name.startswith("_")) == [
+        "samq_client", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"]
+    metadata = next(site.glob("samq_client-*.dist-info")).joinpath("METADATA").read_text()
+    requires = sorted(line.split(":", 1)[1].split(">")[0].strip() for line in metadata.splitlines()
+                      if line.startswith("Requires-Dist:"))
+    assert "Name: samq-client" in metadata and requires == ["requests", "rich"]
+    assert (venv / "bin" / "samq-client").exists()
+    # The installed console script against the stack; its two dependencies lent from this interpreter.
+    key = stack.new_key(3, name="installed")
+    probe = ("import sys, json, samq_client.cli as c; rc = c.main(['credits']); "
+             "top = sorted({m.split('.')[0] for m in sys.modules}); "
+             "print(json.dumps({'rc': rc, 'file': c.__file__, 'modules': top}))")
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, timeout=60,
+                         env={"SAMQ_URL": stack.url, "SAMQ_API_KEY": key, "PATH": os.environ["PATH"],
+                              "PYTHONPATH": sysconfig.get_paths()["purelib"]}, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    credits_line, report_line = out.stdout.strip().splitlines()
+    report = json.loads(report_line)
+    assert json.loads(credits_line) == {"credits": 3, "name": "installed"}
+    assert report["rc"] == 0 and report["file"].startswith(str(site))
+    assert FORBIDDEN.isdisjoint(report["modules"]), FORBIDDEN & set(report["modules"])
+
+
+def test_sdk_segments_paths_bytes_pil_images_and_urls(stack, image_host):
+    key = stack.new_key(10)
+    client = Client(stack.url, key)
+    seg = client.segment(ROCKET_JPG, prompt="rocket", outputs=["overlay_jpeg", "mask_png", "json"])
+    assert seg.job.succeeded and set(seg.outputs) == {"overlay_jpeg", "mask_png", "json"}
+    assert open_image(seg.outputs["overlay_jpeg"]).size == (640, 427) and seg.json()["width"] == 640
+    assert all(obj.label == "rocket" for obj in seg.objects)
+    clicks = client.segment(Image.open(CHELSEA_PNG), points=[(200, 150), (260, 120)], negative_points=[(10, 10)],
+                            outputs=["cutout_png"])
+    cutout = open_image(clicks.outputs["cutout_png"])
+    assert cutout.mode == "RGBA" and cutout.size == (451, 300)
+    boxed = client.segment(ASTRONAUT_PNG.read_bytes(), boxes=[(100, 50, 400, 500)], outputs=["mask_png"])
+    assert open_image(boxed.outputs["mask_png"]).size == (512, 512)
+    by_url = client.segment(f"http://{image_host}/photos/astronaut.png", prompt="person")
+    assert by_url.job.succeeded and by_url.job.outputs == ["overlay_jpeg", "json"]
+    assert client.credits().credits == 6
+    # The drop-in: same path and fields as the hosted API.
+    dropin = client.sam_v2_image(ROCKET_JPG, coordinates=[(320, 200)], overlay_mask=False)
+    assert open_image(dropin).size == (640, 427) and client.credits().credits == 5
+
+
+def test_sdk_submit_wait_result_and_named_errors(stack, image_host):
+    key = stack.new_key(5)
+    client = Client(stack.url, key)
+    job = client.submit(ROCKET_JPG, prompt="rocket", outputs=["mask_png"], metadata={"who": "sdk"})
+    assert job.status in ("queued", "running") and job.id
+    done = client.wait(job, timeout_s=60)
+    assert done.succeeded and done.metadata == {"who": "sdk"} and done.outputs == ["mask_png"]
+    assert open_image(client.result(done, "mask_png")).size == (640, 427)
+    assert client.result(done) == client.result(done.id, "mask_png")
+    failed = client.wait(client.submit(f"http://{image_host}/photos/missing.jpg", prompt="x"), timeout_s=60)
+    assert failed.status == "failed" and failed.error["code"] == "fetch_failed"
+    with pytest.raises(samq_client.NoResult):
+        client.result(failed)
+    with pytest.raises(samq_client.JobFailed) as err:
+        client.segment(f"http://{image_host}/photos/missing.jpg", prompt="x")
+    assert err.value.code == "fetch_failed" and err.value.job.status == "failed"
+    with pytest.raises(samq_client.InvalidRequest):
+        client.submit(ROCKET_JPG, prompt="rocket", outputs=["nope"])
+    with pytest.raises(samq_client.NotFound):
+        client.get("no-such-job")
+    with pytest.raises(samq_client.Unauthorized):
+        Client(stack.url, "sk_wrong").credits()
+    assert client.credits().credits == 4  # one success paid; the failure refunded; bad input free
+
+
+def test_cli_segment_jobs_show_and_credits(stack, tmp_path):
+    key = stack.new_key(5)
+    out = tmp_path / "rocket.png"
+    run = cli(stack, key, "segment", str(ROCKET_JPG), "--point", "320,200", "--point", "330,120",
+              "--negative", "10,10", "--output", "mask_png", "-o", str(out))
+    assert run.returncode == 0, run.stderr
+    assert Image.open(out).format == "PNG" and Image.open(out).size == (640, 427)
+    job_id = run.stderr.split("job ", 1)[1].split(":", 1)[0]
+    shown = cli(stack, key, "jobs", "show", job_id)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "succeeded"
+    run = cli(stack, key, "segment", str(CHELSEA_PNG), "--prompt", "cat", "-o", str(tmp_path / "cat.jpg"))
+    assert run.returncode == 0 and Image.open(tmp_path / "cat.jpg").size == (451, 300)
+    assert json.loads(cli(stack, key, "credits").stdout) == {"credits": 3, "name": "test"}
+    missing = cli(stack, key, "jobs", "show", "no-such-job")
+    assert missing.returncode == 1 and "not_found" in missing.stderr
+    usage = cli(stack, key, "segment", str(ROCKET_JPG), "-o", str(tmp_path / "x.jpg"))
+    assert usage.returncode == 2 and "--prompt" in usage.stderr
+
+
+PHOTOS = [ROCKET_JPG, ASTRONAUT_PNG, CHELSEA_PNG, PHOTO_DIR / "coffee.png", PHOTO_DIR / "motorcycle_left.png"]
+
+
+def test_sdk_batch_submit_and_wait(stack):
+    key = stack.new_key(5)
+    client = Client(stack.url, key)
+    items = [samq_client.job_body(path, prompt="object", outputs=["json"]) for path in PHOTOS[:3]]
+    batch = client.submit_batch(items, priority="low", idempotency_key="sdk-batch-1")
+    assert batch.total == 3 and len(batch.job_ids) == 3
+    assert client.submit_batch(items, priority="low", idempotency_key="sdk-batch-1").id == batch.id  # replayed
+    seen = []
+    final = client.wait_batch(batch, timeout_s=120, poll_s=0.3, on_update=seen.append)
+    assert final.done and final.counts.succeeded == 3 and {j.id for j in final.jobs} == set(batch.job_ids)
+    assert seen[-1] is final and all(client.get(j).priority == "low" for j in batch.job_ids)
+    assert client.credits().credits == 2  # three jobs, paid once
+
+
+def test_cli_batch_interrupted_then_resumed_pays_once(stack, tmp_path):
+    folder, out = tmp_path / "photos", tmp_path / "out"
+    folder.mkdir()
+    for path in PHOTOS:
+        shutil.copy(path, folder / path.name)
+    (folder / "notes.txt").write_text("not an image")
+    key = stack.new_key(20)
+    jobs_before = stack.job_count()
+    args = ("batch", str(folder), "--prompt", "object", "-o", str(out), "--outputs", "overlay_jpeg,json",
+            "--chunk-size", "2", "--poll", "0.2")
+    env = {**os.environ, "SAMQ_URL": stack.url, "SAMQ_API_KEY": key, "PYTHONPATH": str(CLIENT_DIR)}
+    proc = subprocess.Popen([sys.executable, "-m", "samq_client.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+    def submitted():
+        state = json.loads((out / STATE_FILE).read_text())
+        return any(chunk["batch_id"] for chunk in state["chunks"])
+
+    wait_until(submitted, 60, "the first chunk to be submitted", interval_s=0.02)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "run the same command again" in stderr
+    state = json.loads((out / STATE_FILE).read_text())
+    assert len(state["finished"]) < len(PHOTOS)  # it really stopped part-way
+
+    resumed = cli(stack, key, *args)
+    assert resumed.returncode == 0, resumed.stderr
+    for path in PHOTOS:
+        overlay = open_image((out / f"{path.stem}.overlay.jpg").read_bytes())
+        assert overlay.format == "JPEG" and overlay.size == Image.open(path).size
+        assert json.loads((out / f"{path.stem}.json").read_text())["width"] == Image.open(path).size[0]
+    assert "succeeded" in resumed.stdout and "credits left: 15" in resumed.stdout
+    assert stack.balance(key) == 20 - len(PHOTOS) and stack.job_count() - jobs_before == len(PHOTOS)
+
+    # Lose the state file (as if the first run died between sending a chunk and saving): the chunks' keys are
+    # derived from their content, so the server answers with the batches it already has, and charges nothing.
+    (out / STATE_FILE).unlink()
+    again = cli(stack, key, *args)
+    assert again.returncode == 0, again.stderr
+    assert stack.balance(key) == 20 - len(PHOTOS) and stack.job_count() - jobs_before == len(PHOTOS)

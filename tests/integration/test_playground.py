@@ -1,0 +1,87 @@
+"""The playground and the docs page in a real browser: Debian's chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from tests.helpers import ROCKET_JPG, open_image
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, stack):
+    """A fresh page that refuses, and records, every request leaving the gateway."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.outside = []
+    own = urlsplit(stack.url).netloc
+
+    def guard(route):
+        url = urlsplit(route.request.url)
+        if url.scheme in ("http", "https") and url.netloc != own:
+            page.outside.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route("**/*", guard)
+    yield page
+    context.close()
+
+
+def test_playground_clicks_two_points_and_shows_the_overlay(page, stack, tmp_path):
+    key = stack.new_key(5)
+    page.goto(stack.url + "/")
+    page.fill("#key", key)
+    page.locator("#file").set_input_files(str(ROCKET_JPG))
+    page.wait_for_selector("#stage:not([hidden])")
+    box = page.locator("#marks").bounding_box()
+    # Two clicks on the rocket's body, in the picture's own pixels (640x427) scaled to the screen.
+    for x, y in ((320, 200), (330, 120)):
+        page.mouse.click(box["x"] + x * box["width"] / 640, box["y"] + y * box["height"] / 427)
+    page.wait_for_selector('#result[data-clicks="2"][data-output="overlay_jpeg"]:not([hidden])', timeout=90_000)
+    data = page.evaluate("""async () => {
+        const blob = await (await fetch(document.getElementById("result").src)).blob();
+        const bytes = new Uint8Array(await blob.arrayBuffer());
+        let text = ""; for (const b of bytes) text += String.fromCharCode(b);
+        return btoa(text);
+    }""")
+    image = open_image(base64.b64decode(data))
+    assert image.format == "JPEG" and image.size == (640, 427)
+    assert "object(s) found" in page.text_content("#status")
+    assert page.evaluate("localStorage.getItem('samq.apiKey')") == key
+    links = page.locator("#downloads a")
+    assert sorted(links.all_inner_texts()) == sorted(f"⤓ {n}" for n in ("overlay_jpeg", "mask_png", "cutout_png",
+                                                                           "json"))
+    assert page.get_attribute("#downloads a >> nth=0", "download") == "rocket.overlay.jpg"
+    page.check("input[value=mask_png]")
+    page.wait_for_selector('#result[data-output="mask_png"]')
+    page.check("input[value=overlay_jpeg]")
+    page.screenshot(path=str(tmp_path / "playground.png"))
+    assert stack.balance(key) <= 4  # the clicks ran as one or two jobs, each paid once
+    assert page.outside == []
+
+
+def test_docs_render_the_spec_offline(page, stack, tmp_path):
+    page.goto(stack.url + "/docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=30_000)
+    assert "samq" in page.text_content(".swagger-ui .info .title")
+    page.wait_for_selector('.opblock-summary-path[data-path="/v1/sam-v2-image"]')
+    page.screenshot(path=str(tmp_path / "docs.png"), full_page=False)
+    assert page.outside == []
