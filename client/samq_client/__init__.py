@@ -4,18 +4,23 @@ from samq_client.client import Client, encode_image, job_body
 from samq_client.errors import (
     Conflict,
     ConnectionFailed,
+    Expired,
     FetchFailed,
+    IdempotencyMismatch,
     InsufficientCredits,
     InvalidRequest,
     JobFailed,
     NoCapacity,
     NoResult,
+    NotCancelable,
     NotFinished,
     NotFound,
+    QueueFull,
     RateLimited,
     SamqError,
     ServerError,
     TooLarge,
+    TooManyJobs,
     Unauthorized,
     UndecodableImage,
     UrlNotAllowed,
@@ -26,9 +31,10 @@ from samq_client.models import Batch, BatchCounts, Credits, Job, JobRef, Segment
 from samq_client.webhooks import verify_webhook
 
 __all__ = [
-    "Batch", "BatchCounts", "Client", "Conflict", "ConnectionFailed", "Credits", "FetchFailed",
-    "InsufficientCredits", "InvalidRequest", "Job", "JobFailed", "JobRef", "NoCapacity", "NoResult", "NotFinished",
-    "NotFound", "RateLimited", "SamqError", "SegmentObject", "Segmentation", "ServerError", "TooLarge",
-    "Unauthorized", "UndecodableImage", "UrlNotAllowed", "WaitTimeout", "WebhookVerificationError",
+    "Batch", "BatchCounts", "Client", "Conflict", "ConnectionFailed", "Credits", "Expired", "FetchFailed",
+    "IdempotencyMismatch", "InsufficientCredits", "InvalidRequest", "Job", "JobFailed", "JobRef", "NoCapacity",
+    "NoResult", "NotCancelable", "NotFinished", "NotFound", "QueueFull", "RateLimited", "SamqError",
+    "SegmentObject", "Segmentation", "ServerError", "TooLarge", "TooManyJobs", "Unauthorized", "UndecodableImage",
+    "UrlNotAllowed", "WaitTimeout", "WebhookVerificationError",
     "encode_image", "job_body", "verify_webhook",
 ]

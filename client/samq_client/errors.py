@@ -75,6 +75,32 @@ class NoCapacity(SamqError):
     code = "no_capacity"
 
 
+class QueueFull(NoCapacity):
+    code = "queue_full"
+
+
+class TooManyJobs(RateLimited):
+    """Too many of the key's jobs are waiting: back-pressure, retried like a 429."""
+
+    code = "too_many_jobs"
+
+
+class IdempotencyMismatch(SamqError):
+    """An Idempotency-Key was reused with a different body."""
+
+    code = "idempotency_mismatch"
+
+
+class Expired(NotFound):
+    """The job or batch is older than the server's retention."""
+
+    code = "expired"
+
+
+class NotCancelable(Conflict):
+    code = "not_cancelable"
+
+
 class ServerError(SamqError):
     code = "internal_error"
 
@@ -111,7 +137,8 @@ class WebhookVerificationError(SamqError):
 _BY_CODE: dict[str, type[SamqError]] = {
     cls.code: cls
     for cls in (InvalidRequest, UrlNotAllowed, Unauthorized, NotFound, InsufficientCredits, NotFinished, NoResult,
-                TooLarge, UndecodableImage, FetchFailed, RateLimited, NoCapacity, ServerError)
+                TooLarge, UndecodableImage, FetchFailed, RateLimited, NoCapacity, QueueFull, TooManyJobs,
+                IdempotencyMismatch, Expired, NotCancelable, ServerError)
 }
 _BY_STATUS: dict[int, type[SamqError]] = {
     400: InvalidRequest, 401: Unauthorized, 403: Unauthorized, 404: NotFound, 406: InsufficientCredits,

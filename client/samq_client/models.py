@@ -106,12 +106,15 @@ class Batch:
 
     id: str
     total: int
+    status: str | None = None
+    priority: str | None = None
     counts: BatchCounts = field(default_factory=BatchCounts)
     job_ids: list[str] = field(default_factory=list)
     jobs: list[JobRef] = field(default_factory=list)
     created_at: str | None = None
     finished_at: str | None = None
-    next_cursor: str | None = None
+    metadata: dict[str, Any] | None = None
+    next_cursor: str | int | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -127,7 +130,8 @@ class Batch:
     @property
     def done(self) -> bool:
         """Whether every job of the batch reached a terminal state."""
-        return self.finished_at is not None or (self.total > 0 and self.counts.finished >= self.total)
+        return self.status == "completed" or self.finished_at is not None or (
+            self.total > 0 and self.counts.finished >= self.total)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const OUTPUTS = ["overlay_jpeg", "mask_png", "cutout_png", "json"];
-const SUFFIX = { overlay_jpeg: ".overlay.jpg", mask_png: ".mask.png", cutout_png: ".cutout.png", json: ".json" };
+// mask_jpeg (white on black) is the one to look at; mask_png (object i has value i) is the one for programs.
+const OUTPUTS = ["overlay_jpeg", "mask_jpeg", "mask_png", "cutout_png", "json"];
+const SUFFIX = { overlay_jpeg: ".overlay.jpg", mask_jpeg: ".mask.jpg", mask_png: ".mask.png", cutout_png: ".cutout.png",
+                 json: ".json" };
 const TERMINAL = ["succeeded", "failed", "canceled"];
 const KEY_STORE = "samq.apiKey";
 const state = { image: null, name: "image", width: 0, height: 0, points: [], negatives: [], box: null,

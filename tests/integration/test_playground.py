@@ -62,18 +62,20 @@ def test_playground_clicks_two_points_and_shows_the_overlay(page, stack, tmp_pat
         let text = ""; for (const b of bytes) text += String.fromCharCode(b);
         return btoa(text);
     }""")
+    (tmp_path / "result.jpg").write_bytes(base64.b64decode(data))
     image = open_image(base64.b64decode(data))
     assert image.format == "JPEG" and image.size == (640, 427)
     assert "object(s) found" in page.text_content("#status")
     assert page.evaluate("localStorage.getItem('samq.apiKey')") == key
     links = page.locator("#downloads a")
-    assert sorted(links.all_inner_texts()) == sorted(f"⤓ {n}" for n in ("overlay_jpeg", "mask_png", "cutout_png",
-                                                                           "json"))
+    assert links.all_inner_texts() == [f"⤓ {n}" for n in ("overlay_jpeg", "mask_jpeg", "mask_png", "cutout_png",
+                                                            "json")]
     assert page.get_attribute("#downloads a >> nth=0", "download") == "rocket.overlay.jpg"
-    page.check("input[value=mask_png]")
-    page.wait_for_selector('#result[data-output="mask_png"]')
-    page.check("input[value=overlay_jpeg]")
-    page.screenshot(path=str(tmp_path / "playground.png"))
+    for view in ("mask_jpeg", "cutout_png", "overlay_jpeg"):
+        page.check(f"input[value={view}]")
+        page.wait_for_function("""view => { const r = document.getElementById("result");
+            return r.dataset.output === view && r.complete && r.naturalWidth === 640; }""", arg=view)
+        page.screenshot(path=str(tmp_path / f"playground-{view}.png"))
     assert stack.balance(key) <= 4  # the clicks ran as one or two jobs, each paid once
     assert page.outside == []
 
