@@ -79,12 +79,12 @@ def test_sdk_segments_paths_bytes_pil_images_and_urls(stack, image_host):
     assert cutout.mode == "RGBA" and cutout.size == (451, 300)
     boxed = client.segment(ASTRONAUT_PNG.read_bytes(), boxes=[(100, 50, 400, 500)], outputs=["mask_png"])
     assert open_image(boxed.outputs["mask_png"]).size == (512, 512)
-    by_url = client.segment(f"http://{image_host}/photos/astronaut.png", points=[(250, 200)])
-    assert by_url.job.succeeded and by_url.job.outputs == ["overlay_jpeg", "json"]
+    assert client.credits().credits == 7
+    # The drop-in (same path and fields as the hosted API), with an image URL.
+    dropin = client.sam_v2_image(f"http://{image_host}/photos/astronaut.png", coordinates=[(250, 200)],
+                                 overlay_mask=False)
+    assert open_image(dropin).format == "JPEG" and open_image(dropin).size == (512, 512)
     assert client.credits().credits == 6
-    # The drop-in: same path and fields as the hosted API.
-    dropin = client.sam_v2_image(ROCKET_JPG, coordinates=[(320, 200)], overlay_mask=False)
-    assert open_image(dropin).size == (640, 427) and client.credits().credits == 5
 
 
 def test_sdk_submit_wait_result_and_named_errors(stack, image_host):
@@ -110,6 +110,14 @@ def test_sdk_submit_wait_result_and_named_errors(stack, image_host):
     with pytest.raises(samq_client.Unauthorized):
         Client(stack.url, "sk_wrong").credits()
     assert client.credits().credits == 4  # one success paid; the failure refunded; bad input free
+    # A retried submit (same Idempotency-Key) is the same job, paid once; a queued job cancels and is refunded.
+    first = client.submit(ROCKET_JPG, points=[(10, 10)], outputs=["json"], idempotency_key="sdk-job-1")
+    assert client.submit(ROCKET_JPG, points=[(10, 10)], outputs=["json"], idempotency_key="sdk-job-1").id == first.id
+    second = client.submit(ROCKET_JPG, points=[(20, 20)], outputs=["json"], priority="low")
+    assert client.cancel(second).status == "canceled"  # the one worker is busy with `first`
+    with pytest.raises(samq_client.NotCancelable):
+        client.cancel(second)
+    assert client.wait(first, timeout_s=60).succeeded and client.credits().credits == 3
 
 
 def test_cli_segment_jobs_show_and_credits(stack, tmp_path):
