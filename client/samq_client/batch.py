@@ -19,6 +19,7 @@ from samq_client.models import OUTPUT_SUFFIX
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 STATE_FILE = ".samq-batch.json"
+MAX_CHUNK_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -99,13 +100,28 @@ class BatchRun:
         self.state = state or State(settings)
 
     def plan(self) -> None:
-        """Put every image not yet in a chunk into new chunks (a rerun keeps the chunks it already made)."""
+        """Put every image not yet in a chunk into new chunks (a rerun keeps the chunks it already made).
+
+        A chunk holds at most `chunk_size` images and, base64 included, about MAX_CHUNK_BYTES: a batch body
+        carries its images, and the server refuses bodies over its limit (about 27 MiB by default)."""
         planned = {name for chunk in self.state.chunks for name in chunk.files}
-        todo = [name for name in list_images(self.folder) if name not in planned]
-        for start in range(0, len(todo), self.chunk_size):
-            files = todo[start:start + self.chunk_size]
-            self.state.chunks.append(Chunk(chunk_key(self.settings, self.folder, files), files))
+        files: list[str] = []
+        size = 0
+        for name in list_images(self.folder):
+            if name in planned:
+                continue
+            encoded = (self.folder / name).stat().st_size * 4 // 3
+            if files and (len(files) == self.chunk_size or size + encoded > MAX_CHUNK_BYTES):
+                self._add_chunk(files)
+                files, size = [], 0
+            files.append(name)
+            size += encoded
+        if files:
+            self._add_chunk(files)
         self.state.save(self.state_path)
+
+    def _add_chunk(self, files: list[str]) -> None:
+        self.state.chunks.append(Chunk(chunk_key(self.settings, self.folder, files), files))
 
     @property
     def progress(self) -> Progress:

@@ -1,0 +1,74 @@
+"""How `samq-client batch` plans a folder: chunks by count and bytes, keys from content, resumable state."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from samq_client import Client, SamqError
+from samq_client import batch as batch_mod
+from samq_client.batch import BatchRun, State
+
+from tests.helpers import ASTRONAUT_PNG, CHELSEA_PNG, ROCKET_JPG
+
+SETTINGS = {"prompt": "cat", "outputs": None, "priority": "normal"}
+
+
+@pytest.fixture
+def folder(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, path in enumerate([ROCKET_JPG, ASTRONAUT_PNG, CHELSEA_PNG] * 2):
+        shutil.copy(path, photos / f"{i}-{path.name}")
+    (photos / "readme.txt").write_text("not an image")
+    return photos
+
+
+def _run(folder, out, settings=SETTINGS, chunk_size=2):
+    return BatchRun(Client("http://127.0.0.1:9", "k"), folder, out, settings, chunk_size=chunk_size)
+
+
+def test_chunks_are_planned_once_with_keys_from_their_content(folder, tmp_path):
+    run = _run(folder, tmp_path / "out")
+    run.plan()
+    assert [len(c.files) for c in run.state.chunks] == [2, 2, 2]
+    assert "readme.txt" not in {f for c in run.state.chunks for f in c.files}
+    keys = [c.key for c in run.state.chunks]
+    assert len(set(keys)) == 3
+    # Elsewhere, same files and settings: the same keys (so a lost state file never means paying twice).
+    other = _run(folder, tmp_path / "out2")
+    other.plan()
+    assert [c.key for c in other.state.chunks] == keys
+    # Other settings: other keys.
+    changed = _run(folder, tmp_path / "out3", {**SETTINGS, "prompt": "dog"})
+    changed.plan()
+    assert not set(keys) & {c.key for c in changed.state.chunks}
+
+
+def test_a_rerun_keeps_its_chunks_and_plans_only_new_images(folder, tmp_path):
+    out = tmp_path / "out"
+    run = _run(folder, out)
+    run.plan()
+    run.state.chunks[0].batch_id = "b1"
+    run.state.save(out / batch_mod.STATE_FILE)
+    shutil.copy(ROCKET_JPG, folder / "0-new.jpg")  # sorts first: must not reshuffle the old chunks
+    again = _run(folder, out)
+    again.plan()
+    assert [c.key for c in again.state.chunks[:3]] == [c.key for c in run.state.chunks]
+    assert again.state.chunks[0].batch_id == "b1" and again.state.chunks[3].files == ["0-new.jpg"]
+    assert State.load(out / batch_mod.STATE_FILE).chunks[3].files == ["0-new.jpg"]
+    with pytest.raises(SamqError) as err:
+        _run(folder, out, {**SETTINGS, "prompt": "dog"})
+    assert err.value.code == "state_mismatch"
+
+
+def test_chunks_stay_under_the_body_limit(folder, tmp_path, monkeypatch):
+    limit = ASTRONAUT_PNG.stat().st_size * 4 // 3 + 10  # the astronaut fills a chunk alone
+    monkeypatch.setattr(batch_mod, "MAX_CHUNK_BYTES", limit)
+    run = _run(folder, tmp_path / "out", chunk_size=100)
+    run.plan()
+    assert [c.files for c in run.state.chunks] == [
+        ["0-rocket.jpg"], ["1-astronaut.png"], ["2-chelsea.png", "3-rocket.jpg"], ["4-astronaut.png"],
+        ["5-chelsea.png"]]
+    for chunk in run.state.chunks:
+        assert sum((folder / f).stat().st_size * 4 // 3 for f in chunk.files) <= limit
