@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from samq_client.batch import BatchRun
+from samq_client.batch import BatchRun, Wakeup
 from samq_client.client import Client
 from samq_client.errors import JobFailed, SamqError
 from samq_client.models import OUTPUT_SUFFIX
@@ -37,6 +37,13 @@ def _outputs(text: str) -> list[str]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"outputs are any of {', '.join(OUTPUTS)}")
     return names
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,8 +73,11 @@ def parser() -> argparse.ArgumentParser:
     bat.add_argument("--outputs", type=_outputs, help="comma-separated, e.g. overlay_jpeg,mask_png,json")
     bat.add_argument("--priority", choices=("high", "normal", "low"), default="normal")
     bat.add_argument("--chunk-size", type=int, default=100, help="images per POST /v1/batches")
-    bat.add_argument("--poll", type=float, default=1.0, help="seconds between status reads")
+    bat.add_argument("--poll", type=float, help="seconds between status reads (default 1; 15 with --listen)")
     bat.add_argument("--webhook-url", help="the API also calls this URL as jobs finish")
+    bat.add_argument("--listen", type=_address, metavar="HOST:PORT",
+                     help="receive the API's webhooks here and read the batch as soon as one arrives (the API "
+                          "must be able to reach it; --webhook-url if it knows this machine by another name)")
 
     jobs = sub.add_parser("jobs", help="jobs").add_subparsers(dest="jobs_command", required=True)
     show = jobs.add_parser("show", help="print a job as JSON")
@@ -98,16 +108,25 @@ def cmd_segment(client: Client, args: argparse.Namespace) -> int:
 
 
 class RateColumn(ProgressColumn):
-    """Images per second, as rich measures it over the last moments."""
+    """Images (or chunks) per second, as rich measures it over the last moments."""
 
     def render(self, task) -> Text:  # noqa: ANN001 (rich's Task)
-        return Text(f"{task.speed or 0:.2f} img/s", style="cyan")
+        return Text(f"{task.speed or 0:.2f} {task.fields['unit']}/s", style="cyan")
 
 
 def cmd_batch(client: Client, args: argparse.Namespace) -> int:
     """A folder through POST /v1/batches, with a progress bar, downloads and a summary table."""
     settings = {"prompt": args.prompt, "outputs": args.outputs, "priority": args.priority}
-    run = BatchRun(client, args.folder, args.out, settings, args.chunk_size, args.poll, args.webhook_url)
+    wakeup = Wakeup(args.listen)
+    try:
+        poll_s = args.poll or (15.0 if args.listen else 1.0)
+        run = BatchRun(client, args.folder, args.out, settings, args.chunk_size, poll_s, args.webhook_url, wakeup)
+        return _run_batch(run, client)
+    finally:
+        wakeup.close()
+
+
+def _run_batch(run: BatchRun, client: Client) -> int:
     run.plan()
     start = run.progress
     if start.finished:
@@ -115,10 +134,12 @@ def cmd_batch(client: Client, args: argparse.Namespace) -> int:
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("failed [red]{task.fields[failed]}"), TimeRemainingColumn(), RateColumn())
     with Progress(*columns, console=err) as bar:
-        sending = bar.add_task("submitting", total=len(run.state.chunks), failed=0,
+        sending = bar.add_task("submitting", total=len(run.state.chunks), failed=0, unit="chunks",
                                completed=sum(1 for c in run.state.chunks if c.batch_id))
         run.submit(on_chunk=lambda _chunk: bar.advance(sending))
-        done = bar.add_task("segmenting", total=start.total, completed=start.finished, failed=start.failed)
+        bar.remove_task(sending)
+        done = bar.add_task("segmenting", total=start.total, completed=start.finished, failed=start.failed,
+                            unit="img")
         run.poll(on_progress=lambda p: bar.update(done, completed=p.finished, failed=p.failed))
     _summary(run, client)
     counts = run.summary()
@@ -127,11 +148,12 @@ def cmd_batch(client: Client, args: argparse.Namespace) -> int:
 
 def _summary(run: BatchRun, client: Client) -> None:
     out = Console()
-    table = Table(title=f"samq batch: {run.folder} -> {run.outdir}")
+    table = Table(title="samq batch")
     table.add_column("status")
     table.add_column("images", justify="right")
     for status, n in run.summary().items():
-        table.add_row(status, str(n))
+        if n or status == "succeeded":
+            table.add_row(status, str(n), style="red" if status != "succeeded" else None)
     out.print(table)
     if run.state.errors:
         failures = Table(title="failures")
@@ -140,7 +162,7 @@ def _summary(run: BatchRun, client: Client) -> None:
         for name, error in sorted(run.state.errors.items())[:50]:
             failures.add_row(name, error["code"], error["message"])
         out.print(failures)
-    out.print(f"credits left: {client.credits().credits}")
+    out.print(f"results in {run.outdir}; credits left: {client.credits().credits}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 
 import pytest
+import requests
 from samq_client import Client, SamqError
 from samq_client import batch as batch_mod
-from samq_client.batch import BatchRun, State
+from samq_client.batch import BatchRun, State, Wakeup
 
 from tests.helpers import ASTRONAUT_PNG, CHELSEA_PNG, ROCKET_JPG
 
@@ -72,3 +75,17 @@ def test_chunks_stay_under_the_body_limit(folder, tmp_path, monkeypatch):
         ["5-chelsea.png"]]
     for chunk in run.state.chunks:
         assert sum((folder / f).stat().st_size * 4 // 3 for f in chunk.files) <= limit
+
+
+def test_a_webhook_delivery_wakes_the_poll_loop(folder, tmp_path):
+    wakeup = Wakeup(("127.0.0.1", 0))
+    try:
+        run = BatchRun(Client("http://127.0.0.1:9", "k"), folder, tmp_path / "out", SETTINGS, wakeup=wakeup)
+        assert run.webhook_url == wakeup.url and wakeup.url.startswith("http://127.0.0.1:")
+        assert wakeup.wait(0.05) is False
+        threading.Timer(0.2, lambda: requests.post(wakeup.url, json={"type": "job.succeeded"}, timeout=5)).start()
+        start = time.monotonic()
+        assert wakeup.wait(10) is True and time.monotonic() - start < 5
+    finally:
+        wakeup.close()
+    assert Wakeup().url is None and Wakeup().wait(0.01) is False
