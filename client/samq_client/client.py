@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
 from samq_client import errors
 from samq_client.models import Batch, Credits, Job, Segmentation
@@ -60,6 +61,14 @@ def job_body(image: Image, prompt: str | list[str] | None = None, points: Iterab
     return body
 
 
+def _maybe_sent(exc: requests.RequestException) -> bool:
+    """Whether a failed request may have reached the server (anything but a failure to connect)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return not isinstance(reason, NewConnectionError)
+
+
 def _ref(obj: Job | Batch | str) -> str:
     return obj if isinstance(obj, str) else obj.id
 
@@ -79,11 +88,12 @@ class Client:
     # -- transport ---------------------------------------------------------------------------------------------
 
     def request(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
-                headers: Mapping[str, str] | None = None) -> requests.Response:
+                headers: Mapping[str, str] | None = None, idempotent: bool = True) -> requests.Response:
         """One API call, retried on connection errors, 429 and 5xx-busy answers; errors raised as named exceptions.
 
-        Retrying a POST is safe because every submit carries an Idempotency-Key: the server answers a replay
-        with the first answer and charges once.
+        Retrying a submit is safe because it carries an Idempotency-Key: the server answers a replay with the
+        first answer and charges once. A call that is not idempotent is only retried when the server cannot
+        have acted on it: it could not be reached, or it answered 429/503 (refused, nothing charged).
         """
         sent = {"x-api-key": self.api_key} if self.api_key else {}
         sent.update(headers or {})
@@ -93,7 +103,7 @@ class Client:
                 response = self.session.request(method, self.url + path, json=json, params=params, headers=sent,
                                                 timeout=self.timeout_s)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                if last:
+                if last or (not idempotent and _maybe_sent(exc)):
                     raise errors.ConnectionFailed(f"{method} {self.url}{path}: {exc}") from exc
                 time.sleep(self._delay(attempt, None))
                 continue
@@ -178,7 +188,8 @@ class Client:
             body["coordinates"] = [list(p) for p in coordinates]
         if remove_coordinates:
             body["remove_coordinates"] = [list(p) for p in remove_coordinates]
-        response = self.request("POST", "/v1/sam-v2-image", json=body, headers={"Idempotency-Key": str(uuid.uuid4())})
+        # The drop-in takes no Idempotency-Key (nor does the hosted API): never resend what may have been received.
+        response = self.request("POST", "/v1/sam-v2-image", json=body, idempotent=False)
         if response.status_code == 202:  # samq: the job outlived the sync wait and keeps running
             job = self.wait(Job.from_dict(response.json()), timeout_s)
             if not job.succeeded:

@@ -132,7 +132,9 @@ def test_cli_segment_jobs_show_and_credits(stack, tmp_path):
     assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "succeeded"
     run = cli(stack, key, "segment", str(CHELSEA_PNG), "--prompt", "cat", "-o", str(tmp_path / "cat.jpg"))
     assert run.returncode == 0 and Image.open(tmp_path / "cat.jpg").size == (451, 300)
-    assert json.loads(cli(stack, key, "credits").stdout) == {"credits": 3, "name": "test"}
+    run = cli(stack, key, "segment", str(ROCKET_JPG), "--point", "320,200", "--drop-in", "-o", str(tmp_path / "d.jpg"))
+    assert run.returncode == 0 and Image.open(tmp_path / "d.jpg").size == (640, 427)  # via POST /v1/sam-v2-image
+    assert json.loads(cli(stack, key, "credits").stdout) == {"credits": 2, "name": "test"}
     missing = cli(stack, key, "jobs", "show", "no-such-job")
     assert missing.returncode == 1 and "not_found" in missing.stderr
     usage = cli(stack, key, "segment", str(ROCKET_JPG), "-o", str(tmp_path / "x.jpg"))

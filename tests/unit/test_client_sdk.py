@@ -40,6 +40,9 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         self.server.seen.append((self.command, self.path, dict(self.headers), body, time.monotonic()))
         status, headers, payload = self.server.answers.pop(0)
+        if status == 0:  # hang up without answering, as a dying server does
+            self.close_connection = True
+            return
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
         for name, value in {"content-type": "application/json", **headers}.items():
@@ -172,3 +175,25 @@ def test_verify_webhook_refuses(case):
         headers["Webhook-Timestamp"] = "soon"
     with pytest.raises(samq_client.WebhookVerificationError):
         verify_webhook(SECRET, headers, body + (b" " if case == "tampered" else b""))
+
+
+def test_the_drop_in_is_never_resent_once_it_may_have_arrived(scripted):
+    server = scripted((0, {}, b""), (200, {"content-type": "image/jpeg"}, b"jpeg"))
+    client = Client(server.url, "k", backoff_s=0.01)
+    with pytest.raises(samq_client.ConnectionFailed):
+        client.sam_v2_image(ROCKET_JPG, prompt="rocket")  # it takes no Idempotency-Key: a resend could charge twice
+    assert len(server.seen) == 1 and "Idempotency-Key" not in server.seen[0][2]
+    assert client.sam_v2_image(ROCKET_JPG, prompt="rocket") == b"jpeg"
+    sent = json.loads(server.seen[1][3])
+    assert sent["prompt"] == "rocket" and sent["overlay_mask"] is True and sent["base64"] is False
+    # A submit that lost its answer is resent with the same key: the server replays, nothing is charged twice.
+    server = scripted((0, {}, b""), (202, {}, JOB))
+    assert Client(server.url, "k", backoff_s=0.01).submit(ROCKET_JPG, prompt="x").id == "j1"
+    assert server.seen[0][2]["Idempotency-Key"] == server.seen[1][2]["Idempotency-Key"]
+
+
+def test_the_drop_in_is_retried_when_the_server_could_not_be_reached():
+    start = time.monotonic()
+    with pytest.raises(samq_client.ConnectionFailed):
+        Client(f"http://127.0.0.1:{free_port()}", "k", max_retries=2, backoff_s=0.2).sam_v2_image(b"x", prompt="a")
+    assert time.monotonic() - start >= 0.2
