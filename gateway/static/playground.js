@@ -188,6 +188,7 @@ async function segment(kind) {
   if (kind === "prompt") {
     body.prompt = $("prompt").value.trim();
     if (!body.prompt) return setStatus("Type a prompt first.", true);
+    clearPrompts(); // a text prompt replaces the clicks and the box: show only what is sent
   } else {
     if (!state.points.length && !state.box) return setStatus("Add a positive point (click) or a box (drag).");
     if (state.points.length) body.coordinates = state.points;

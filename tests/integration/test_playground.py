@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.helpers import ROCKET_JPG, open_image
+from tests.helpers import ASTRONAUT_PNG, ROCKET_JPG, open_image
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -78,6 +78,34 @@ def test_playground_clicks_two_points_and_shows_the_overlay(page, stack, tmp_pat
         page.screenshot(path=str(tmp_path / f"playground-{view}.png"))
     assert stack.balance(key) <= 4  # the clicks ran as one or two jobs, each paid once
     assert page.outside == []
+
+
+def test_playground_box_prompt_and_a_wrong_key(page, stack, tmp_path):
+    page.goto(stack.url + "/")
+    page.fill("#key", "sk_wrong")
+    page.dispatch_event("#key", "change")
+    page.wait_for_selector("#status.error")
+    assert "unauthorized" in page.text_content("#status")
+    key = stack.new_key(5)
+    page.fill("#key", key)
+    page.locator("#file").set_input_files(str(ASTRONAUT_PNG))
+    page.wait_for_selector("#stage:not([hidden])")
+    box = page.locator("#marks").bounding_box()
+    scale = box["width"] / 512
+    page.mouse.move(box["x"] + 150 * scale, box["y"] + 60 * scale)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 380 * scale, box["y"] + 300 * scale, steps=8)
+    page.mouse.up()  # a drag is a box, not a point
+    page.wait_for_selector('#result[data-clicks="0"][data-output="overlay_jpeg"]:not([hidden])', timeout=90_000)
+    first = page.get_attribute("#result", "data-job")
+    job = stack.get(f"/v1/jobs/{first}", key).json()
+    assert job["status"] == "succeeded" and job["outputs"][0] == "overlay_jpeg"
+    page.fill("#prompt", "person")
+    page.press("#prompt", "Enter")
+    page.wait_for_function("first => document.getElementById('result').dataset.job !== first", arg=first,
+                           timeout=90_000)
+    assert stack.balance(key) == 3 and page.outside == []
+    page.screenshot(path=str(tmp_path / "playground-prompt.png"))
 
 
 def test_docs_render_the_spec_offline(page, stack, tmp_path):
