@@ -21,6 +21,9 @@ from samq_client.models import OUTPUT_SUFFIX
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 STATE_FILE = ".samq-batch.json"
 MAX_CHUNK_BYTES = 16 * 1024 * 1024
+DEFAULT_OUTPUTS = ("overlay_jpeg", "json")  # the API's default for a prompt: the drop-in picture and the objects
+ENDED = ("succeeded", "failed", "canceled", "expired")
+STATUS_READS_PER_S = 5
 
 
 @dataclass
@@ -41,6 +44,7 @@ class State:
     chunks: list[Chunk] = field(default_factory=list)
     finished: dict[str, str] = field(default_factory=dict)  # file -> succeeded | failed | canceled
     errors: dict[str, dict[str, str]] = field(default_factory=dict)
+    rejected: list[str] = field(default_factory=list)  # files that are no image: never sent
 
     @classmethod
     def load(cls, path: Path) -> State | None:
@@ -48,7 +52,13 @@ class State:
         if not path.exists():
             return None
         data = json.loads(path.read_text())
-        return cls(data["settings"], [Chunk(**c) for c in data["chunks"]], data["finished"], data["errors"])
+        return cls(data["settings"], [Chunk(**c) for c in data["chunks"]], data["finished"], data["errors"],
+                   data.get("rejected", []))
+
+    @property
+    def files(self) -> list[str]:
+        """Every image of the run: those sent and those rejected."""
+        return [name for chunk in self.chunks for name in chunk.files] + self.rejected
 
     def save(self, path: Path) -> None:
         """Write to a temporary file and rename it: an interrupt never leaves half a state file."""
@@ -60,6 +70,13 @@ class State:
 def list_images(folder: Path) -> list[str]:
     """The image files directly in `folder`, sorted."""
     return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def is_image(path: Path) -> bool:
+    """Whether a file starts like a JPEG, PNG or WebP (a batch with one bad item is refused whole)."""
+    with path.open("rb") as fh:
+        head = fh.read(12)
+    return head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")) or (head[:4] == b"RIFF" and head[8:] == b"WEBP")
 
 
 def chunk_key(settings: dict[str, Any], folder: Path, files: list[str]) -> str:
@@ -136,28 +153,34 @@ class BatchRun:
                  chunk_size: int = 100, poll_s: float = 1.0, webhook_url: str | None = None,
                  wakeup: Wakeup | None = None) -> None:
         self.client, self.folder, self.outdir = client, folder, outdir
-        self.settings = settings  # prompt, outputs, priority: part of every chunk's key
+        # prompt, outputs, priority: part of every chunk's key
+        self.settings = {**settings, "outputs": list(settings.get("outputs") or DEFAULT_OUTPUTS)}
         self.chunk_size, self.poll_s = chunk_size, poll_s
         self.wakeup = wakeup or Wakeup()
         self.webhook_url = webhook_url or self.wakeup.url
         self.state_path = outdir / STATE_FILE
         self.outdir.mkdir(parents=True, exist_ok=True)
         state = State.load(self.state_path)
-        if state is not None and state.settings != settings:
+        if state is not None and state.settings != self.settings:
             raise SamqError(f"{self.state_path} belongs to a run with other settings ({state.settings}); "
                             "use another output folder", code="state_mismatch")
-        self.state = state or State(settings)
+        self.state = state or State(self.settings)
 
     def plan(self) -> None:
         """Put every image not yet in a chunk into new chunks (a rerun keeps the chunks it already made).
 
         A chunk holds at most `chunk_size` images and, base64 included, about MAX_CHUNK_BYTES: a batch body
         carries its images, and the server refuses bodies over its limit (about 27 MiB by default)."""
-        planned = {name for chunk in self.state.chunks for name in chunk.files}
+        planned = set(self.state.files)
         files: list[str] = []
         size = 0
         for name in list_images(self.folder):
             if name in planned:
+                continue
+            if not is_image(self.folder / name):
+                self.state.rejected.append(name)
+                self.state.finished[name] = "failed"
+                self.state.errors[name] = {"code": "undecodable_image", "message": "not a JPEG, PNG or WebP file"}
                 continue
             encoded = (self.folder / name).stat().st_size * 4 // 3
             if files and (len(files) == self.chunk_size or size + encoded > MAX_CHUNK_BYTES):
@@ -175,7 +198,7 @@ class BatchRun:
     @property
     def progress(self) -> Progress:
         """Counts for the progress bar."""
-        total = sum(len(c.files) for c in self.state.chunks)
+        total = len(self.state.files)
         failed = sum(1 for s in self.state.finished.values() if s != "succeeded")
         return Progress(total, len(self.state.finished), failed)
 
@@ -194,10 +217,7 @@ class BatchRun:
                 on_chunk(chunk)
 
     def _fields(self) -> dict[str, Any]:
-        fields = {"prompt": self.settings.get("prompt")}
-        if self.settings.get("outputs"):
-            fields["outputs"] = self.settings["outputs"]
-        return fields
+        return {"prompt": self.settings.get("prompt"), "outputs": self.settings["outputs"]}
 
     def poll(self, on_progress: Callable[[Progress], None] | None = None) -> None:
         """Until every image finished: read each open batch's status, download what just succeeded."""
@@ -210,27 +230,28 @@ class BatchRun:
                 if on_progress:
                     on_progress(self.progress)
             if any(f not in self.state.finished for c in open_chunks for f in c.files):
-                self.wakeup.wait(self.poll_s)
+                # Every call counts against the key's rate limit: many open chunks means reading them less often.
+                self.wakeup.wait(max(self.poll_s, len(open_chunks) / STATUS_READS_PER_S))
 
     def _collect(self, chunk: Chunk) -> None:
         statuses = {ref.id: ref.status for ref in self.client.batch_status(chunk.batch_id).jobs}
         for name, job_id in zip(chunk.files, chunk.job_ids, strict=True):
             status = statuses.get(job_id)
-            if name in self.state.finished or status not in ("succeeded", "failed", "canceled"):
+            if name in self.state.finished or status not in ENDED:
                 continue
-            job = self.client.get(job_id)
-            if job.succeeded:
-                for output in job.outputs:
-                    output_path(self.outdir, name, output).write_bytes(self.client.result(job, output))
-            elif job.error:
-                self.state.errors[name] = {"code": job.error.get("code", ""), "message": job.error.get("message", "")}
-            self.state.finished[name] = job.status
+            if status == "succeeded":  # the outputs are known (always sent explicitly): no need to read the job
+                for output in self.settings["outputs"]:
+                    output_path(self.outdir, name, output).write_bytes(self.client.result(job_id, output))
+            else:
+                error = self.client.get(job_id).error if status != "expired" else None
+                self.state.errors[name] = error or {"code": status, "message": f"the job was {status}"}
+                status = "canceled" if status == "canceled" else "failed"
+            self.state.finished[name] = status
             self.state.save(self.state_path)
 
     def summary(self) -> dict[str, int]:
         """Images by final status (and those not finished)."""
         counts = {"succeeded": 0, "failed": 0, "canceled": 0, "unfinished": 0}
-        for chunk in self.state.chunks:
-            for name in chunk.files:
-                counts[self.state.finished.get(name, "unfinished")] += 1
+        for name in self.state.files:
+            counts[self.state.finished.get(name, "unfinished")] += 1
         return counts

@@ -70,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
     bat.add_argument("folder", type=Path)
     bat.add_argument("--prompt", required=True)
     bat.add_argument("-o", "--out", type=Path, required=True, help="output folder (holds the resume state)")
-    bat.add_argument("--outputs", type=_outputs, help="comma-separated, e.g. overlay_jpeg,mask_png,json")
+    bat.add_argument("--outputs", type=_outputs, help="comma-separated (default overlay_jpeg,json)")
     bat.add_argument("--priority", choices=("high", "normal", "low"), default="normal")
     bat.add_argument("--chunk-size", type=int, default=100, help="images per POST /v1/batches")
     bat.add_argument("--poll", type=float, help="seconds between status reads (default 1; 15 with --listen)")

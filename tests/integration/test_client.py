@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -163,7 +164,8 @@ def test_cli_batch_interrupted_then_resumed_pays_once(stack, tmp_path):
     folder.mkdir()
     for path in PHOTOS:
         shutil.copy(path, folder / path.name)
-    (folder / "notes.txt").write_text("not an image")
+    (folder / "notes.txt").write_text("not an image")  # not listed
+    (folder / "broken.jpg").write_bytes(b"this is no JPEG")  # listed, refused before sending: failed, free
     key = stack.new_key(20)
     jobs_before = stack.job_count()
     args = ("batch", str(folder), "--prompt", "object", "-o", str(out), "--outputs", "overlay_jpeg,json",
@@ -185,7 +187,8 @@ def test_cli_batch_interrupted_then_resumed_pays_once(stack, tmp_path):
     assert len(state["finished"]) < len(PHOTOS)  # it really stopped part-way
 
     resumed = cli(stack, key, *args)
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.returncode == 1, resumed.stderr  # not every image succeeded: broken.jpg
+    assert "broken.jpg" in resumed.stdout and "undecodable_image" in resumed.stdout
     for path in PHOTOS:
         overlay = open_image((out / f"{path.stem}.overlay.jpg").read_bytes())
         assert overlay.format == "JPEG" and overlay.size == Image.open(path).size
@@ -197,5 +200,5 @@ def test_cli_batch_interrupted_then_resumed_pays_once(stack, tmp_path):
     # derived from their content, so the server answers with the batches it already has, and charges nothing.
     (out / STATE_FILE).unlink()
     again = cli(stack, key, *args)
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 1 and re.search(r"succeeded\W+4\b", again.stdout), again.stdout
     assert stack.balance(key) == 20 - len(PHOTOS) and stack.job_count() - jobs_before == len(PHOTOS)

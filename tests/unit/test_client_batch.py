@@ -89,3 +89,16 @@ def test_a_webhook_delivery_wakes_the_poll_loop(folder, tmp_path):
     finally:
         wakeup.close()
     assert Wakeup().url is None and Wakeup().wait(0.01) is False
+
+
+def test_files_that_are_no_image_are_failed_without_being_sent(folder, tmp_path):
+    (folder / "9-broken.png").write_bytes(b"GIF89a, not a PNG")
+    run = _run(folder, tmp_path / "out")
+    run.plan()
+    assert "9-broken.png" not in {f for c in run.state.chunks for f in c.files}
+    assert run.state.rejected == ["9-broken.png"] and run.state.errors["9-broken.png"]["code"] == "undecodable_image"
+    assert run.progress == batch_mod.Progress(total=7, finished=1, failed=1)
+    assert run.summary() == {"succeeded": 0, "failed": 1, "canceled": 0, "unfinished": 6}
+    again = _run(folder, tmp_path / "out")  # resumed: planned once, not twice
+    again.plan()
+    assert again.state.rejected == ["9-broken.png"] and len(again.state.files) == 7
