@@ -257,4 +257,8 @@ class Client:
         data = self.request("GET", "/v1/credits").json()
         return Credits(int(data["credits"]), data.get("name"))
 
+    def webhook_secret(self) -> str:
+        """The key's webhook signing secret (`whsec_...`), to give `verify_webhook`."""
+        return self.request("GET", "/v1/webhooks/secret").json()["secret"]
+
     verify_webhook = staticmethod(verify_webhook)

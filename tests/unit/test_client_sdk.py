@@ -129,6 +129,11 @@ def test_url_and_key_come_from_the_environment(scripted, monkeypatch):
     assert server.seen[0][2]["x-api-key"] == "sk_env"
 
 
+def test_webhook_secret(scripted):
+    server = scripted((200, {}, {"secret": SECRET}))
+    assert Client(server.url, "k").webhook_secret() == SECRET and server.seen[0][1] == "/v1/webhooks/secret"
+
+
 def test_images_are_encoded_from_paths_bytes_pil_and_urls():
     raw = ROCKET_JPG.read_bytes()
     assert samq_client.encode_image(str(ROCKET_JPG)) == samq_client.encode_image(raw) == base64.b64encode(raw).decode()
