@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import shutil
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -18,6 +19,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 @pytest.fixture(scope="module")
 def browser():
+    assert Path(CHROMIUM).exists(), "the playground test needs Debian's chromium: apt-get install -y chromium"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield browser
