@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from samq_client.client import Client
-from samq_client.errors import SamqError
+from samq_client.errors import QueueFull, SamqError, TooManyJobs
 from samq_client.models import OUTPUT_SUFFIX
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -52,8 +52,7 @@ class State:
         if not path.exists():
             return None
         data = json.loads(path.read_text())
-        return cls(data["settings"], [Chunk(**c) for c in data["chunks"]], data["finished"], data["errors"],
-                   data.get("rejected", []))
+        return cls(**{**data, "chunks": [Chunk(**c) for c in data["chunks"]]})
 
     @property
     def files(self) -> list[str]:
@@ -202,15 +201,38 @@ class BatchRun:
         failed = sum(1 for s in self.state.finished.values() if s != "succeeded")
         return Progress(total, len(self.state.finished), failed)
 
+    def run(self, on_chunk: Callable[[Chunk], None] | None = None,
+            on_progress: Callable[[Progress], None] | None = None) -> None:
+        """Submit and collect until every image finished. Back-pressure (429 too_many_jobs, 503 queue_full, once
+        the client's own retries are spent) pauses submitting while finished results are collected."""
+        while True:
+            self.submit(on_chunk)
+            unsent = any(not c.batch_id for c in self.state.chunks)
+            open_chunks = [c for c in self.state.chunks
+                           if c.batch_id and any(f not in self.state.finished for f in c.files)]
+            if not open_chunks and not unsent:
+                return
+            for chunk in open_chunks:
+                self._collect(chunk)
+                if on_progress:
+                    on_progress(self.progress)
+            if unsent or any(f not in self.state.finished for c in open_chunks for f in c.files):
+                # Every call counts against the key's rate limit: many open chunks means reading them less often.
+                self.wakeup.wait(max(self.poll_s, len(open_chunks) / STATUS_READS_PER_S))
+
     def submit(self, on_chunk: Callable[[Chunk], None] | None = None) -> None:
-        """Send every chunk not yet acknowledged (a replayed key answers with the first batch, charged once)."""
+        """Send the chunks not yet acknowledged (a replayed key answers with the first batch, charged once), until
+        done or the server pushes back."""
         for chunk in self.state.chunks:
             if chunk.batch_id:
                 continue
             items = [{"image": self.folder / name, **self._fields(), "metadata": {"file": name}}
                      for name in chunk.files]
-            batch = self.client.submit_batch(items, webhook_url=self.webhook_url,
-                                             priority=self.settings.get("priority"), idempotency_key=chunk.key)
+            try:
+                batch = self.client.submit_batch(items, webhook_url=self.webhook_url,
+                                                 priority=self.settings.get("priority"), idempotency_key=chunk.key)
+            except (TooManyJobs, QueueFull):
+                return  # nothing was charged; the same key is sent again later
             chunk.batch_id, chunk.job_ids = batch.id, list(batch.job_ids)
             self.state.save(self.state_path)
             if on_chunk:
@@ -219,22 +241,11 @@ class BatchRun:
     def _fields(self) -> dict[str, Any]:
         return {"prompt": self.settings.get("prompt"), "outputs": self.settings["outputs"]}
 
-    def poll(self, on_progress: Callable[[Progress], None] | None = None) -> None:
-        """Until every image finished: read each open batch's status, download what just succeeded."""
-        while True:
-            open_chunks = [c for c in self.state.chunks if any(f not in self.state.finished for f in c.files)]
-            if not open_chunks:
-                return
-            for chunk in open_chunks:
-                self._collect(chunk)
-                if on_progress:
-                    on_progress(self.progress)
-            if any(f not in self.state.finished for c in open_chunks for f in c.files):
-                # Every call counts against the key's rate limit: many open chunks means reading them less often.
-                self.wakeup.wait(max(self.poll_s, len(open_chunks) / STATUS_READS_PER_S))
-
     def _collect(self, chunk: Chunk) -> None:
+        """Download what finished in one chunk; the state is saved once per chunk (an interrupt in between only
+        means a few downloads are done again)."""
         statuses = {ref.id: ref.status for ref in self.client.batch_status(chunk.batch_id).jobs}
+        finished = len(self.state.finished)
         for name, job_id in zip(chunk.files, chunk.job_ids, strict=True):
             status = statuses.get(job_id)
             if name in self.state.finished or status not in ENDED:
@@ -247,6 +258,7 @@ class BatchRun:
                 self.state.errors[name] = error or {"code": status, "message": f"the job was {status}"}
                 status = "canceled" if status == "canceled" else "failed"
             self.state.finished[name] = status
+        if len(self.state.finished) != finished:
             self.state.save(self.state_path)
 
     def summary(self) -> dict[str, int]:

@@ -133,14 +133,19 @@ def _run_batch(run: BatchRun, client: Client) -> int:
         err.print(f"resuming: {start.finished} of {start.total} already done")
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("failed [red]{task.fields[failed]}"), TimeRemainingColumn(), RateColumn())
+    chunks, sent = len(run.state.chunks), sum(1 for c in run.state.chunks if c.batch_id)
     with Progress(*columns, console=err) as bar:
-        sending = bar.add_task("submitting", total=len(run.state.chunks), failed=0, unit="chunks",
-                               completed=sum(1 for c in run.state.chunks if c.batch_id))
-        run.submit(on_chunk=lambda _chunk: bar.advance(sending))
-        bar.remove_task(sending)
+        sending = bar.add_task("submitting", total=chunks, completed=sent, failed=0, unit="chunks",
+                               visible=sent < chunks)
         done = bar.add_task("segmenting", total=start.total, completed=start.finished, failed=start.failed,
                             unit="img")
-        run.poll(on_progress=lambda p: bar.update(done, completed=p.finished, failed=p.failed))
+
+        def submitted(_chunk: object) -> None:
+            bar.advance(sending)
+            if all(c.batch_id for c in run.state.chunks):
+                bar.update(sending, visible=False)
+
+        run.run(on_chunk=submitted, on_progress=lambda p: bar.update(done, completed=p.finished, failed=p.failed))
     _summary(run, client)
     counts = run.summary()
     return 0 if counts["succeeded"] == sum(counts.values()) else 1

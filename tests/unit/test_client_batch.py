@@ -102,3 +102,34 @@ def test_files_that_are_no_image_are_failed_without_being_sent(folder, tmp_path)
     again = _run(folder, tmp_path / "out")  # resumed: planned once, not twice
     again.plan()
     assert again.state.rejected == ["9-broken.png"] and len(again.state.files) == 7
+
+
+def test_back_pressure_pauses_submitting_while_results_are_collected(scripted, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(ROCKET_JPG, photos / "a.jpg")
+    shutil.copy(CHELSEA_PNG, photos / "b.png")
+    busy = {"error": {"code": "too_many_jobs", "message": "this key has 1 unfinished jobs"}}
+    server = scripted(
+        (202, {}, {"id": "b1", "job_ids": ["j1"]}),  # a.jpg accepted
+        (429, {"Retry-After": "0"}, busy),  # b.png pushed back: the client gives up at once (max_retries=0)
+        (200, {}, {"id": "b1", "total": 1, "jobs": [{"id": "j1", "status": "succeeded"}]}),
+        (200, {"content-type": "application/octet-stream"}, b'{"a": 1}'),
+        (202, {}, {"id": "b2", "job_ids": ["j2"]}),  # b.png sent again with the same key, accepted
+        (200, {}, {"id": "b2", "total": 1, "jobs": [{"id": "j2", "status": "failed"}]}),
+        (200, {}, {"id": "j2", "status": "failed", "error": {"code": "fetch_failed", "message": "gone"}}),
+    )
+    settings = {**SETTINGS, "outputs": ["json"]}
+    run = BatchRun(Client(server.url, "k", max_retries=0), photos, tmp_path / "out", settings, chunk_size=1,
+                   poll_s=0.01)
+    run.plan()
+    run.run()
+    paths = [(method, path) for method, path, *_ in server.seen]
+    assert paths == [("POST", "/v1/batches"), ("POST", "/v1/batches"), ("GET", "/v1/batches/b1?limit=1000"),
+                     ("GET", "/v1/jobs/j1/result?output=json"), ("POST", "/v1/batches"),
+                     ("GET", "/v1/batches/b2?limit=1000"), ("GET", "/v1/jobs/j2")]
+    keys = [headers["Idempotency-Key"] for method, _, headers, *_ in server.seen if method == "POST"]
+    assert keys[1] == keys[2] != keys[0]
+    assert (tmp_path / "out" / "a.json").read_bytes() == b'{"a": 1}'
+    assert run.summary() == {"succeeded": 1, "failed": 1, "canceled": 0, "unfinished": 0}
+    assert run.state.errors == {"b.png": {"code": "fetch_failed", "message": "gone"}}
