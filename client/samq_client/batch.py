@@ -163,6 +163,7 @@ class BatchRun:
         if state is not None and state.settings != self.settings:
             raise SamqError(f"{self.state_path} belongs to a run with other settings ({state.settings}); "
                             "use another output folder", code="state_mismatch")
+        self.resumed = state is not None
         self.state = state or State(self.settings)
 
     def plan(self) -> None:

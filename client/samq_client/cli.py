@@ -129,7 +129,7 @@ def cmd_batch(client: Client, args: argparse.Namespace) -> int:
 def _run_batch(run: BatchRun, client: Client) -> int:
     run.plan()
     start = run.progress
-    if start.finished:
+    if run.resumed:
         err.print(f"resuming: {start.finished} of {start.total} already done")
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("failed [red]{task.fields[failed]}"), TimeRemainingColumn(), RateColumn())

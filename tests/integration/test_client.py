@@ -189,6 +189,7 @@ def test_cli_batch_interrupted_then_resumed_pays_once(stack, tmp_path):
     resumed = cli(stack, key, *args)
     assert resumed.returncode == 1, resumed.stderr  # not every image succeeded: broken.jpg
     assert "broken.jpg" in resumed.stdout and "undecodable_image" in resumed.stdout
+    assert f"resuming: {len(state['finished'])} of {len(PHOTOS) + 1} already done" in resumed.stderr
     for path in PHOTOS:
         overlay = open_image((out / f"{path.stem}.overlay.jpg").read_bytes())
         assert overlay.format == "JPEG" and overlay.size == Image.open(path).size
