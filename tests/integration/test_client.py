@@ -11,6 +11,9 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,7 @@ from PIL import Image
 from samq_client import Client
 from samq_client.batch import STATE_FILE
 
-from tests.helpers import ASTRONAUT_PNG, CHELSEA_PNG, PHOTO_DIR, ROCKET_JPG, open_image, wait_until
+from tests.helpers import ASTRONAUT_PNG, CHELSEA_PNG, PHOTO_DIR, ROCKET_JPG, free_port, open_image, wait_until
 
 ROOT = Path(__file__).parents[2]
 CLIENT_DIR = ROOT / "client"
@@ -203,3 +206,45 @@ def test_cli_batch_interrupted_then_resumed_pays_once(stack, tmp_path):
     again = cli(stack, key, *args)
     assert again.returncode == 1 and re.search(r"succeeded\W+4\b", again.stdout), again.stdout
     assert stack.balance(key) == 20 - len(PHOTOS) and stack.job_count() - jobs_before == len(PHOTOS)
+
+
+def test_sdk_verifies_a_real_webhook_delivery(stack):
+    got = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            got.append((dict(self.headers), self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        client = Client(stack.url, stack.new_key(2))
+        job = client.submit(CHELSEA_PNG, points=[(200, 150)], outputs=["json"],
+                            webhook_url=f"http://127.0.0.1:{server.server_address[1]}/hook")
+        wait_until(lambda: got, 60, "the webhook")
+        headers, body = got[0]
+        event = samq_client.verify_webhook(client.webhook_secret(), headers, body)
+        assert event["type"] == "job.succeeded" and event["data"]["id"] == job.id
+        with pytest.raises(samq_client.WebhookVerificationError):
+            samq_client.verify_webhook(client.webhook_secret(), headers, body.replace(b"succeeded", b"failed"))
+    finally:
+        server.shutdown()
+
+
+def test_cli_batch_listening_for_webhooks_does_not_wait_for_its_poll(stack, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(CHELSEA_PNG, folder / "cat.png")
+    key = stack.new_key(2)
+    start = time.monotonic()
+    # Status is read at once, then only every 120 s unless a webhook (batch.completed) wakes the loop.
+    run = cli(stack, key, "batch", str(folder), "--prompt", "cat", "-o", str(tmp_path / "out"), "--outputs", "json",
+              "--poll", "120", "--listen", f"127.0.0.1:{free_port()}")
+    assert run.returncode == 0, run.stderr
+    assert time.monotonic() - start < 100 and json.loads((tmp_path / "out" / "cat.json").read_text())["width"] == 451
+    assert stack.balance(key) == 1
