@@ -39,6 +39,12 @@ def _outputs(text: str) -> list[str]:
     return names
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def _address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
@@ -72,7 +78,8 @@ def parser() -> argparse.ArgumentParser:
     bat.add_argument("-o", "--out", type=Path, required=True, help="output folder (holds the resume state)")
     bat.add_argument("--outputs", type=_outputs, help="comma-separated (default overlay_jpeg,json)")
     bat.add_argument("--priority", choices=("high", "normal", "low"), default="normal")
-    bat.add_argument("--chunk-size", type=int, default=100, help="images per POST /v1/batches")
+    bat.add_argument("--chunk-size", type=_positive, default=100,
+                     help="images per POST /v1/batches (at most the server's SAMQ_MAX_BATCH_ITEMS)")
     bat.add_argument("--poll", type=float, help="seconds between status reads (default 1; 15 with --listen)")
     bat.add_argument("--webhook-url", help="the API also calls this URL as jobs finish")
     bat.add_argument("--listen", type=_address, metavar="HOST:PORT",
@@ -97,13 +104,13 @@ def cmd_segment(client: Client, args: argparse.Namespace) -> int:
         data = client.sam_v2_image(args.image, args.prompt, args.point, args.negative,
                                    overlay_mask=args.output == "overlay_jpeg")
         out.write_bytes(data)
-        err.print(f"wrote {out}")
+        err.print(f"wrote {out}", markup=False)
         return 0
     job = client.wait(client.submit(args.image, args.prompt, args.point, args.negative, args.box, [args.output]))
     if not job.succeeded:
         raise JobFailed(job)
     out.write_bytes(client.result(job, args.output))
-    err.print(f"job {job.id}: {job.objects_found} object(s); wrote {out}")
+    err.print(f"job {job.id}: {job.objects_found} object(s); wrote {out}", markup=False)
     return 0
 
 
@@ -165,9 +172,9 @@ def _summary(run: BatchRun, client: Client) -> None:
         for col in ("image", "code", "message"):
             failures.add_column(col)
         for name, error in sorted(run.state.errors.items())[:50]:
-            failures.add_row(name, error["code"], error["message"])
+            failures.add_row(*(Text(v) for v in (name, error["code"], error["message"])))  # never markup
         out.print(failures)
-    out.print(f"results in {run.outdir}; credits left: {client.credits().credits}")
+    out.print(f"results in {run.outdir}; credits left: {client.credits().credits}", markup=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"credits": credits.credits, "name": credits.name}))
         return 0
     except SamqError as exc:
-        err.print(f"[red]error[/red] {exc}")
+        err.print(Text.assemble(("error ", "red"), str(exc)))  # messages may hold [brackets]
         return 2 if exc.code in ("usage", "state_mismatch") else 1
     except KeyboardInterrupt:
         err.print("interrupted: run the same command again to resume (nothing is submitted or charged twice)")

@@ -14,6 +14,7 @@ import pytest
 import samq_client
 from PIL import Image
 from samq_client import Client, verify_webhook
+from samq_client.cli import main as cli_main
 from samq_client.webhooks import sign
 
 from tests.helpers import ROCKET_JPG, free_port
@@ -151,3 +152,9 @@ def test_the_drop_in_is_retried_when_the_server_could_not_be_reached():
     with pytest.raises(samq_client.ConnectionFailed):
         Client(f"http://127.0.0.1:{free_port()}", "k", max_retries=2, backoff_s=0.2).sam_v2_image(b"x", prompt="a")
     assert time.monotonic() - start >= 0.2
+
+
+def test_cli_prints_api_errors_as_they_are(scripted, capsys):
+    server = scripted((404, {}, {"error": {"code": "not_found", "message": "no job [bold]x[/bold] in items[5]"}}))
+    assert cli_main(["--url", server.url, "--api-key", "k", "jobs", "show", "x"]) == 1
+    assert "not_found: no job [bold]x[/bold] in items[5]" in capsys.readouterr().err.replace("\n", "")
