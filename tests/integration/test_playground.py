@@ -90,7 +90,14 @@ def test_playground_box_prompt_and_a_wrong_key(page, stack, tmp_path):
     assert "unauthorized" in page.text_content("#status")
     key = stack.new_key(5)
     page.fill("#key", key)
-    page.locator("#file").set_input_files(str(ASTRONAUT_PNG))
+    # Drag and drop a file onto the drop zone, as from a file manager.
+    transfer = page.evaluate_handle("""data => {
+        const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], "astronaut.png", {type: "image/png"}));
+        return transfer;
+    }""", base64.b64encode(ASTRONAUT_PNG.read_bytes()).decode())
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
     page.wait_for_selector("#stage:not([hidden])")
     box = page.locator("#marks").bounding_box()
     scale = box["width"] / 512
