@@ -85,6 +85,16 @@ class Client:
         self.backoff_s = backoff_s
         self.session = session or requests.Session()
 
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self.session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- transport ---------------------------------------------------------------------------------------------
 
     def request(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,

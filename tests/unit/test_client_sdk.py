@@ -75,7 +75,8 @@ def test_url_and_key_come_from_the_environment(scripted, monkeypatch):
     server = scripted((200, {}, {"credits": 7, "name": "alice"}))
     monkeypatch.setenv("SAMQ_URL", server.url + "/")
     monkeypatch.setenv("SAMQ_API_KEY", "sk_env")
-    assert Client().credits() == samq_client.Credits(7, "alice")
+    with Client() as client:
+        assert client.credits() == samq_client.Credits(7, "alice")
     assert server.seen[0][2]["x-api-key"] == "sk_env"
 
 
