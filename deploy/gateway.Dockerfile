@@ -48,4 +48,4 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=5 \
 # Processes and threads come from GUNICORN_CMD_ARGS (above), so a deployment can change them without
 # repeating this line: gunicorn lets its command line win over that variable.
 CMD ["gunicorn", "gateway.wsgi:app", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", "--timeout", "90", \
-     "--access-logfile", "-", "--worker-tmp-dir", "/dev/shm"]
+     "--config", "python:gateway.gunicorn_conf", "--worker-tmp-dir", "/dev/shm"]

@@ -8,9 +8,11 @@ import uuid
 
 from flask import Flask, g, request
 
+from gateway import metrics
 from gateway.errors import register_error_handlers
 from gateway.routes import account, batches, jobs, meta, segment, webhooks
 from gateway.services import Services
+from shared import logs
 from shared.settings import Settings
 
 _REQUEST_ID = re.compile(r"^[\w.-]{1,128}$")
@@ -35,6 +37,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     def _request_id() -> None:
         incoming = request.headers.get("x-request-id", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.log_tokens = logs.bind(request_id=g.request_id)  # every line logged for this request carries it
+
+    @app.teardown_request
+    def _unbind(_: BaseException | None) -> None:
+        # gunicorn's threads serve one request after another: the next must not inherit this one's id.
+        if "log_tokens" in g:
+            logs.unbind(g.pop("log_tokens"))
+
+    metrics.instrument(app)
 
     @app.after_request
     def _headers(response):

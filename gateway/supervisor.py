@@ -22,11 +22,15 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def gateway_command(settings: Settings) -> list[str]:
-    """gunicorn serving the gateway (threads, since the drop-in call waits on its job)."""
+    """gunicorn serving the gateway (threads, since the drop-in call waits on its job).
+
+    The app writes its own access lines (with request ids), so gunicorn's access log stays off.
+    """
     return [
         sys.executable, "-m", "gunicorn", "gateway.wsgi:app", "--bind", f"{settings.host}:{settings.port}",
         "--workers", str(settings.gateway_workers), "--threads", str(settings.gateway_threads),
-        "--worker-class", "gthread", "--timeout", str(int(settings.sync_timeout_s) + 30), "--access-logfile", "-",
+        "--worker-class", "gthread", "--timeout", str(int(settings.sync_timeout_s) + 30),
+        "--config", "python:gateway.gunicorn_conf",
     ]
 
 

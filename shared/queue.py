@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from shared import names
+from shared import logs, names
 from shared.settings import Settings
 
 
@@ -62,11 +62,18 @@ def make_webhook_celery(settings: Settings) -> Celery:
 
 def enqueue_segment(app: Celery, job_id: str, queue: str = names.QUEUE_NORMAL) -> None:
     """Send a job id (never image bytes) to the inference queue."""
-    app.send_task(names.TASK_SEGMENT, args=[job_id], queue=queue)
+    app.send_task(names.TASK_SEGMENT, args=[job_id], queue=queue, headers=_log_headers())
 
 
 def enqueue_segments(app: Celery, job_ids: list[str], queue: str) -> None:
     """Send many job ids to one queue in one Redis round trip (kombu's publish batch: one pipeline)."""
+    headers = _log_headers()
     with app.producer_or_acquire() as producer, producer.batch(max_size=max(len(job_ids), 1)):
         for job_id in job_ids:
-            app.send_task(names.TASK_SEGMENT, args=[job_id], queue=queue, producer=producer)
+            app.send_task(names.TASK_SEGMENT, args=[job_id], queue=queue, producer=producer, headers=headers)
+
+
+def _log_headers() -> dict[str, str] | None:
+    """The id of the request being served, so the worker's lines about its jobs carry it too."""
+    request_id = logs.current("request_id")
+    return {"request_id": request_id} if request_id else None

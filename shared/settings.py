@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -84,6 +85,13 @@ class Settings(BaseSettings):
     webhook_allow_hosts: str = Field(
         "", description="comma-separated host[:port] webhooks may reach even if private (tests, internal receivers)"
     )
+
+    # Metrics and logs
+    metrics_dir: Path = Field(
+        Path("var/metrics"), description="folder where gunicorn's processes add up their metrics; emptied at start"
+    )
+    worker_metrics_port: int = Field(0, ge=0, le=65535, description="port of a worker's /metrics (on host); 0 = off")
+    log_format: Literal["text", "json"] = Field("text", description="text, or json: one object per line")
 
     # Fetching image URLs
     fetch_timeout_s: float = Field(10.0, gt=0, description="connect+read budget for image URLs")

@@ -35,6 +35,7 @@ class Stack:
     env: dict[str, str]
     logs: Path
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    metrics_ports: dict[str, int] = field(default_factory=dict)  # worker name -> its /metrics port
 
     @property
     def settings(self) -> Settings:
@@ -66,8 +67,9 @@ class Stack:
         wait_until(lambda: requests.get(self.url + "/healthz", timeout=1).ok, 60, "gateway /healthz")
 
     def start_worker(self, name: str = "w1", **extra_env: str) -> subprocess.Popen:
-        """Start a celery worker process and wait until it announces itself."""
-        env = {**self.env, **extra_env}
+        """Start a celery worker process (serving /metrics on a port of its own) and wait until it announces itself."""
+        self.metrics_ports[name] = free_port()
+        env = {**self.env, "SAMQ_WORKER_METRICS_PORT": str(self.metrics_ports[name]), **extra_env}
         proc = start(worker_command(self.settings, name=name), env, self.logs / f"worker-{name}.log")
         self.procs[name] = proc
 
@@ -93,6 +95,10 @@ class Stack:
 
         wait_until(ready, 60, f"webhook worker {name}", interval_s=0.2)
         return proc
+
+    def worker_metrics(self, name: str) -> str:
+        """A worker's /metrics page."""
+        return requests.get(f"http://127.0.0.1:{self.metrics_ports[name]}/metrics", timeout=10).text
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Kill one process outright (no cleanup: the fault under test)."""
@@ -147,6 +153,7 @@ def make_env(db: int, tmp: Path, models: Path, s3_endpoint: str | None, **overri
         "SAMQ_MAX_IMAGE_PIXELS": "4000000",
         "HF_HUB_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
+        "SAMQ_METRICS_DIR": str(tmp / f"metrics-{db}"),
     }
     if s3_endpoint:
         env.update(SAMQ_S3_ENDPOINT_URL=s3_endpoint, SAMQ_S3_BUCKET=f"samq-test-{db}", SAMQ_S3_ACCESS_KEY_ID="test",

@@ -6,11 +6,12 @@ import logging
 import sys
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_ready, worker_shutdown
 
+from shared import logs
 from shared.queue import make_celery
 from shared.settings import Settings
-from worker import health
+from worker import health, metrics
 from worker.runtime import Runtime
 from worker.tasks import register_tasks
 
@@ -23,6 +24,24 @@ def create_worker_app(settings: Settings) -> Celery:
     rt = Runtime(settings, app)
     register_tasks(app, rt)
 
+    @setup_logging.connect(weak=False)
+    def _logging(loglevel: int | str | None = None, **_: object) -> None:
+        # Connected, this replaces Celery's own set-up: its lines and ours share samq's format.
+        logs.setup(settings.log_format, loglevel or "INFO")
+
+    # Every line logged while a job runs, Celery's own included, carries its id and its request's (when sent).
+    bindings: dict[str, list] = {}
+
+    @task_prerun.connect(weak=False)
+    def _bind(task_id: str = "", task=None, args: tuple = (), **_: object) -> None:
+        request_id = getattr(task.request, "request_id", None) if task is not None else None
+        bindings[task_id] = logs.bind(job_id=args[0] if args else None, request_id=request_id)
+
+    @task_postrun.connect(weak=False)
+    def _unbind(task_id: str = "", **_: object) -> None:
+        if task_id in bindings:
+            logs.unbind(bindings.pop(task_id))
+
     @worker_ready.connect(weak=False)
     def _ready(sender=None, **_: object) -> None:
         # Load (or for tiny-random, build) the models before taking the first job.
@@ -34,6 +53,7 @@ def create_worker_app(settings: Settings) -> Celery:
         hostname = getattr(sender, "hostname", "") or ""
         rt.start_heartbeat(hostname)
         health.record_idle(rt.redis, hostname)
+        metrics.serve(settings.host, settings.worker_metrics_port, lambda: rt.models().embedder)
         log.info("samq worker ready (preset %s)", settings.models)
 
     # What `python -m worker.health live` needs to tell a stuck consumer (celery#10205) from an idle one.

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
+from worker.metrics import stage
+
 
 def image_key(pixels: np.ndarray) -> str:
     """SHA-256 of the decoded pixels and their shape: the same picture in any file format hits."""
@@ -93,7 +95,7 @@ class Embedder:
         key = image_key(pixels)
         entry = self.cache.get(key)
         if entry is None:
-            with torch.inference_mode(), self.precision():
+            with torch.inference_mode(), self.precision(), stage("encode"):
                 self.predictor.set_image(pixels)
             self.encoder_calls += 1
             features = self.predictor._features
@@ -114,7 +116,7 @@ class Embedder:
                 todo[key] = pixels
         if not todo:
             return 0
-        with torch.inference_mode(), self.precision():
+        with torch.inference_mode(), self.precision(), stage("encode"):
             self.predictor.set_image_batch(list(todo.values()))
         self.encoder_calls += 1
         features = self.predictor._features

@@ -12,6 +12,7 @@ from PIL import Image
 from shared.schemas import check_inside
 from worker import export, render
 from worker.embedding import Embedder
+from worker.metrics import stage
 from worker.models.dino import Detector, detect
 
 
@@ -71,13 +72,14 @@ def segment(embedder: Embedder, dino: Detector, image: Image.Image, params: dict
     predictor = embedder.predictor
     multimask = params.get("multimask")
     if params.get("prompt"):
-        found = detect(dino, image, params["prompt"], params.get("box_threshold", limits.box),
-                       params.get("text_threshold", limits.text))
+        with stage("detect"):
+            found = detect(dino, image, params["prompt"], params.get("box_threshold", limits.box),
+                           params.get("text_threshold", limits.text))
         found = found[: min(params.get("max_objects", limits.max_objects), limits.max_objects)]
         if not found:
             return [], False
         hit = embedder.set_image(pixels)
-        with embedder.precision():
+        with embedder.precision(), stage("decode"):
             masks, scores, _ = predictor.predict(box=np.array([d.box for d in found], dtype=np.float32),
                                                  multimask_output=bool(multimask))
         masks, scores = masks.reshape(len(found), -1, *masks.shape[-2:]), scores.reshape(len(found), -1)
@@ -92,7 +94,7 @@ def segment(embedder: Embedder, dino: Detector, image: Image.Image, params: dict
     point_labels = np.array(labels, dtype=np.int32) if points else None
     if boxes:
         box_array = np.array(boxes, dtype=np.float32)
-        with embedder.precision():  # several boxes go through SAM 2 in one batched call
+        with embedder.precision(), stage("decode"):  # several boxes go through SAM 2 in one batched call
             masks, scores, _ = predictor.predict(point_coords=coords, point_labels=point_labels,
                                                  box=box_array if len(boxes) > 1 else box_array[0],
                                                  multimask_output=bool(multimask))
@@ -101,7 +103,7 @@ def segment(embedder: Embedder, dino: Detector, image: Image.Image, params: dict
                 for box, ms, ss in zip(boxes, masks, scores, strict=True) for m, s in _choose(ms, ss, multimask)], hit
     # One click is ambiguous: ask for three candidates and keep the best, as SAM's authors advise.
     wanted = multimask if multimask is not None else len(points) == 1
-    with embedder.precision():
+    with embedder.precision(), stage("decode"):
         masks, scores, _ = predictor.predict(point_coords=coords, point_labels=point_labels,
                                              multimask_output=bool(wanted))
     return [Object("points", round(s, 4), m, _bounds(m)) for m, s in _choose(masks, scores, wanted)], hit
@@ -129,4 +131,6 @@ def run(embedder: Embedder, dino: Detector, image: Image.Image, params: dict[str
         limits: Thresholds) -> Outcome:
     """Segment and render."""
     objects, hit = segment(embedder, dino, image, params, limits)
-    return Outcome(objects, render_outputs(image, objects, params), hit)
+    with stage("render"):
+        files = render_outputs(image, objects, params)
+    return Outcome(objects, files, hit)

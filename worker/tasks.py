@@ -12,6 +12,7 @@ from shared.jobs import JobStatus, Verdict
 from worker import pipeline
 from worker.batching import prefill_batch
 from worker.inputs import load_input
+from worker.metrics import BATCH_SIZE, JOBS, Timings, stage, timing
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -30,17 +31,22 @@ def run_job(rt: Runtime, job: dict) -> tuple[pipeline.Outcome, int]:
     s = rt.settings
     models = rt.models()
     limits = pipeline.Thresholds(s.box_threshold, s.text_threshold, s.max_objects)
-    image = load_input(rt, job)
+    with stage("fetch"):
+        image = load_input(rt, job)
     batch = prefill_batch(rt, models.embedder, job, image)
-    return pipeline.run(models.embedder, models.dino, image, job["params"], limits), batch
+    outcome = pipeline.run(models.embedder, models.dino, image, job["params"], limits)
+    if batch or not outcome.cache_hit:
+        BATCH_SIZE.observe(batch or 1)
+    return outcome, batch
 
 
 def store_outputs(rt: Runtime, job_id: str, outcome: pipeline.Outcome) -> dict:
     """Upload every rendered output; returns the outputs' index for the job record."""
     index = {}
-    for name, (data, content_type) in outcome.files.items():
-        rt.storage.put(result_key(job_id, name), data, content_type)
-        index[name] = {"key": result_key(job_id, name), "content_type": content_type, "bytes": len(data)}
+    with stage("upload"):
+        for name, (data, content_type) in outcome.files.items():
+            rt.storage.put(result_key(job_id, name), data, content_type)
+            index[name] = {"key": result_key(job_id, name), "content_type": content_type, "bytes": len(data)}
     return index
 
 
@@ -57,41 +63,52 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
 
     @app.task(name=names.TASK_SEGMENT, bind=True, acks_late=True, reject_on_worker_lost=True)
     def segment(self: Task, job_id: str) -> None:
+        JOBS.labels(run_segment(self, job_id)).inc()
+
+    def run_segment(task: Task, job_id: str) -> str:
+        """Run one attempt of a job; returns the outcome counted in samq_worker_jobs_total."""
         store = rt.jobs
         job = store.get(job_id)
         if job is None:
             log.warning("job %s expired or unknown; dropping", job_id)
-            return
+            return "skipped"
         start = store.start(job, rt.settings.max_attempts)
         if start.verdict is Verdict.SKIP:
-            return  # already terminal (canceled, or finished before a redelivery)
+            return "skipped"  # already terminal (canceled, or finished before a redelivery)
         if start.verdict is Verdict.CANCEL:  # asked while it ran before, or its key was disabled: refunded
             store.finish(job, JobStatus.CANCELED)
-            return
+            return "canceled"
         if start.verdict is Verdict.EXHAUSTED:
             store.fail(job, "too_many_attempts", f"the job failed {start.attempt - 1} attempts", 500)
-            return
+            return "failed"
         attempt = start.attempt
+        timings = Timings(job.get("created_at"))
         try:
-            outcome, batch = run_job(rt, job)
-            if store.cancel_requested(job_id):  # checked before anything is uploaded
-                store.finish(job, JobStatus.CANCELED)
-                return
-            outputs = store_outputs(rt, job_id, outcome)
+            with timing(timings):
+                outcome, batch = run_job(rt, job)
+                if store.cancel_requested(job_id):  # checked before anything is uploaded
+                    store.finish(job, JobStatus.CANCELED)
+                    return "canceled"
+                outputs = store_outputs(rt, job_id, outcome)
         except Exception as exc:
             error = exc if isinstance(exc, SamqError) else SamqError(
                 f"the job failed on the server ({exc.__class__.__name__})")
             if error.status < 500:  # the client's input is at fault: another attempt would answer the same
                 store.fail(job, error.code, error.message, error.status)
-                return
+                return "failed"
             log.exception("job %s attempt %d failed", job_id, attempt)
             if attempt < rt.settings.max_attempts:
-                raise self.retry(countdown=RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S)) - 1]) from exc
+                JOBS.labels("retried").inc()
+                raise task.retry(countdown=RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S)) - 1]) from exc
             store.fail(job, error.code, error.message, error.status)  # out of attempts: failed, refunded
-            return
+            return "failed"
         finished = store.finish(
             job, JobStatus.SUCCEEDED, objects=[summary(o) for o in outcome.objects], objects_found=outcome.found,
             outputs=outputs, embedding="cached" if outcome.cache_hit else "computed", batch=batch or None,
+            timings=timings.as_record(),
         )
         if not finished:  # canceled while uploading: it ended canceled and refunded, so its outputs must go
             rt.storage.delete_prefix(f"results/{job_id}/")
+            return "canceled"
+        timings.observe()
+        return "succeeded"

@@ -1,5 +1,5 @@
-"""What describes the service: Prometheus metrics (read from Redis, so every gateway process agrees),
-the OpenAPI document, a docs page and the playground."""
+"""What describes the service: Prometheus metrics (gateway/metrics.py), the OpenAPI document, a docs page and
+the playground."""
 
 from __future__ import annotations
 
@@ -7,44 +7,19 @@ from pathlib import Path
 
 import flask_swagger_ui
 from flask import Blueprint, Response, current_app, jsonify, send_from_directory, url_for
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from gateway.metrics import exposition
 from gateway.openapi import openapi_document
-from gateway.services import Services, services
-from shared import names, workers
+from gateway.services import services
 from shared.errors import NotFound
 
 bp = Blueprint("meta", __name__)
 
 
-class RedisCollector:
-    """Queue depths, live workers and job counters, as Redis holds them at scrape time."""
-
-    def __init__(self, svc: Services) -> None:
-        self.svc = svc
-
-    def collect(self):
-        """One scrape."""
-        client = self.svc.redis
-        depth = GaugeMetricFamily("samq_queue_depth", "Jobs sent to a queue and not yet started", labels=["queue"])
-        for queue in names.INFER_QUEUES:
-            depth.add_metric([queue], client.zcard(names.waiting(queue)))
-        yield depth
-        alive = workers.alive(client, self.svc.settings.worker_heartbeat_s)
-        yield GaugeMetricFamily("samq_workers_alive", "Workers heard from recently", value=len(alive))
-        jobs = CounterMetricFamily("samq_jobs", "Jobs accepted, and finished by status", labels=["event"])
-        for field, value in sorted(client.hgetall(names.STATS).items()):
-            jobs.add_metric([field.decode().removeprefix("jobs_")], int(value))
-        yield jobs
-
-
 @bp.get("/metrics")
 def metrics():
     """Prometheus text format."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(RedisCollector(services()))
-    return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")
+    return Response(exposition(services()), mimetype="text/plain; version=0.0.4")
 
 
 @bp.get("/openapi.json")

@@ -41,10 +41,11 @@ def image_host(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory, model_dir, s3_endpoint, image_host, redis_server) -> Stack:
-    """The main deployment: S3 storage, one worker, one gateway, one webhook worker (short timeout and retries)."""
+    """The main deployment: S3 storage, one worker, a gateway of two processes (as deployed), one webhook worker
+    (short timeout and retries)."""
     st = new_stack(MAIN_DB, tmp_path_factory.mktemp("stack"), model_dir, s3_endpoint,
                    SAMQ_FETCH_ALLOW_HOSTS=image_host, SAMQ_WEBHOOK_ALLOW_HOSTS="127.0.0.1",
-                   SAMQ_WEBHOOK_TIMEOUT_S="2", SAMQ_WEBHOOK_RETRY_SCHEDULE_S="0,1,2")
+                   SAMQ_WEBHOOK_TIMEOUT_S="2", SAMQ_WEBHOOK_RETRY_SCHEDULE_S="0,1,2", SAMQ_GATEWAY_WORKERS="2")
     with running(st, {"w1": {}}):
         st.start_webhook_worker()
         yield st

@@ -1,0 +1,32 @@
+"""gunicorn settings for the gateway (`--config python:gateway.gunicorn_conf`): shared metrics, samq's log lines.
+
+prometheus-client decides once, when first imported, whether metrics live in per-process files: the variable is
+set here, in the master, before any worker process imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from shared import logs
+from shared.settings import Settings
+
+_settings = Settings()
+METRICS_DIR = _settings.metrics_dir.resolve()
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+
+from prometheus_client import multiprocess  # noqa: E402  (after the variable, see above)
+
+logconfig_dict = logs.config(_settings.log_format)
+
+
+def on_starting(server: object) -> None:
+    """Start from zero: files left by an earlier run would be added to this one's counts."""
+    shutil.rmtree(METRICS_DIR, ignore_errors=True)
+    METRICS_DIR.mkdir(parents=True)
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A worker process ended: its live gauges no longer count (its counters still do)."""
+    multiprocess.mark_process_dead(worker.pid, str(METRICS_DIR))
