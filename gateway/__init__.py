@@ -1,5 +1,4 @@
-"""The thin HTTP gateway: auth, validation, credits, enqueue. No torch, no worker imports."""
+"""The thin HTTP gateway: auth, validation, credits, enqueue. No torch, no worker imports.
 
-from gateway.app import create_app
-
-__all__ = ["create_app"]
+Nothing is imported here: gunicorn loads gateway.gunicorn_conf before prometheus-client may be imported.
+"""

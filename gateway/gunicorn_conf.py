@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 from shared import logs
 from shared.settings import Settings
 
+if "prometheus_client" in sys.modules:  # it has already chosen in-memory values: counts would not add up
+    raise RuntimeError("gateway.gunicorn_conf must be loaded before prometheus_client is imported")
 _settings = Settings()
 METRICS_DIR = _settings.metrics_dir.resolve()
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)

@@ -103,9 +103,10 @@ def config(fmt: str = "text", level: str = "INFO") -> dict[str, Any]:
         "handlers": {"samq": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
                               "formatter": "samq", "filters": ["context"]}},
         "root": {"level": level.upper(), "handlers": ["samq"]},
-        # gunicorn's master and workers log through the same handler (its own handlers are dropped).
-        "loggers": {name: {"level": "INFO", "handlers": [], "propagate": True}
-                    for name in ("gunicorn.error", "gunicorn.access")},
+        # gunicorn's master and workers log through the same handler (its own handlers are dropped); its access
+        # lines are left out, the gateway writes its own (with request ids).
+        "loggers": {"gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+                    "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True}},
     }
 
 

@@ -61,7 +61,7 @@ class Timings:
         JOB_SECONDS.observe(time.time() - self.created)
 
 
-_current: ContextVar[Timings | None] = ContextVar("samq_timings", default=None)
+_current: ContextVar[Timings | None] = ContextVar("job_timings", default=None)
 
 
 @contextmanager

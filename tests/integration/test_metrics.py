@@ -1,0 +1,122 @@
+"""Metrics that move when requests and jobs happen, on the real stack (two gunicorn processes, one worker)."""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared import names
+from tests.helpers import ROCKET_JPG, b64, wait_until
+
+HEALTHZ = ("samq_requests_total", (("method", "GET"), ("route", "/healthz"), ("status", "200")))
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    """Prometheus text as {(sample name, sorted labels): value}."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def gateway_metrics(stack) -> dict:
+    return samples(requests.get(stack.url + "/metrics", timeout=10).text)
+
+
+def healthz_per_process(metrics_dir: Path, tmp: Path) -> dict[str, float]:
+    """How many /healthz each gunicorn process answered, read from its own counter file alone."""
+    out = {}
+    for db in metrics_dir.glob("counter_*.db"):
+        alone = tmp / db.stem
+        alone.mkdir(parents=True)
+        shutil.copy(db, alone / db.name)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(alone))
+        out[db.stem] = samples(generate_latest(registry).decode()).get(HEALTHZ, 0)
+    return out
+
+
+def delta(after: dict, before: dict, key: tuple) -> float:
+    return after.get(key, 0) - before.get(key, 0)
+
+
+def test_request_counts_add_up_across_gunicorn_processes(stack, tmp_path):
+    metrics_dir = Path(stack.env["SAMQ_METRICS_DIR"])
+    assert stack.settings.gateway_workers == 2
+    before, per_before = gateway_metrics(stack), healthz_per_process(metrics_dir, tmp_path / "before")
+    sent = 0
+    with ThreadPoolExecutor(8) as pool:  # new connections in parallel: the kernel spreads them over both processes
+        for _ in range(10):
+            codes = list(pool.map(lambda _: requests.get(stack.url + "/healthz", timeout=10).status_code, range(16)))
+            assert codes == [200] * 16
+            sent += 16
+            per_after = healthz_per_process(metrics_dir, tmp_path / f"after{sent}")
+            served = {pid: n - per_before.get(pid, 0) for pid, n in per_after.items()}
+            if len([n for n in served.values() if n > 0]) >= 2:
+                break
+    assert len([n for n in served.values() if n > 0]) == 2, served  # both processes answered some
+    assert sum(served.values()) == sent
+    after = gateway_metrics(stack)
+    assert delta(after, before, HEALTHZ) == sent  # one scrape, whichever process serves it, counts them all
+    latency = ("samq_request_duration_seconds_count", (("route", "/healthz"),))
+    assert delta(after, before, latency) == sent
+
+
+def _idle(stack) -> bool:
+    """No job of any earlier test still queued or running."""
+    return all(stack.redis.hget(k, "status") not in (b"queued", b"running")
+               for k in stack.redis.scan_iter(match=names.job("*")))
+
+
+def test_a_job_moves_gateway_worker_and_record_numbers(stack, key):
+    wait_until(lambda: _idle(stack), 60, "earlier jobs to end")
+    gw_before, wk_before = gateway_metrics(stack), samples(stack.worker_metrics("w1"))
+
+    r = stack.post("/v1/jobs", {"image": b64(ROCKET_JPG), "coordinates": "[320,200]"}, key)
+    assert r.status_code == 202, r.text
+    job_id, polls = r.json()["id"], 0
+
+    def finished():
+        nonlocal polls
+        polls += 1
+        job = stack.get(f"/v1/jobs/{job_id}", key).json()
+        return job if job["status"] in ("succeeded", "failed", "canceled") else None
+
+    job = wait_until(finished, 60, f"job {job_id}", interval_s=0.05)
+    assert job["status"] == "succeeded", job
+
+    gw, wk = gateway_metrics(stack), samples(stack.worker_metrics("w1"))
+    assert delta(gw, gw_before, ("samq_requests_total", (("method", "POST"), ("route", "/v1/jobs"),
+                                                         ("status", "202")))) == 1
+    assert delta(gw, gw_before, ("samq_requests_total", (("method", "GET"), ("route", "/v1/jobs/<job_id>"),
+                                                         ("status", "200")))) == polls
+    assert delta(gw, gw_before, ("samq_jobs_total", (("event", "accepted"),))) == 1
+    assert delta(gw, gw_before, ("samq_jobs_total", (("event", "succeeded"),))) == 1
+
+    assert delta(wk, wk_before, ("samq_worker_jobs_total", (("outcome", "succeeded"),))) == 1
+    computed = job["embedding"] == "computed"  # else the rocket's embedding was cached by an earlier test
+    for stage, count in {"queue": 1, "fetch": 1, "detect": 0, "encode": int(computed), "decode": 1, "render": 1,
+                         "upload": 1}.items():
+        assert delta(wk, wk_before, ("samq_worker_stage_seconds_count", (("stage", stage),))) == count, stage
+        assert (delta(wk, wk_before, ("samq_worker_stage_seconds_sum", (("stage", stage),))) > 0) == bool(count)
+    assert delta(wk, wk_before, ("samq_worker_job_seconds_count", ())) == 1
+    cache = [delta(wk, wk_before, ("samq_worker_embedding_cache_total", (("result", r),))) for r in ("hit", "miss")]
+    assert sum(cache) == 1
+    assert delta(wk, wk_before, ("samq_worker_encoder_calls_total", ())) == cache[1]
+
+    timings = job["timings"]
+    assert set(timings) == {"queue_ms", "fetch_ms", "detect_ms", "encode_ms", "decode_ms", "render_ms",
+                            "upload_ms", "total_ms"}
+    assert timings["detect_ms"] == 0
+    for name in ("queue_ms", "fetch_ms", "decode_ms", "render_ms", "upload_ms"):
+        assert timings[name] > 0, timings
+    assert (timings["encode_ms"] > 0) == computed
+    stages = sum(v for k, v in timings.items() if k != "total_ms")
+    assert stages <= timings["total_ms"] + 1  # rounding
+    # The job's worker lines carry its id and the id of the request that made it.
+    log = (stack.logs / "worker-w1.log").read_text()
+    assert f"request_id={r.headers['x-request-id']} job_id={job_id}" in log
