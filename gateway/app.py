@@ -37,7 +37,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     def _request_id() -> None:
         incoming = request.headers.get("x-request-id", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        g.log_tokens = logs.bind(request_id=g.request_id)  # every line logged for this request carries it
+        # Every line logged for this request carries its id; a route may bind the job's id too (logs.bind),
+        # and both are reset when the request ends.
+        g.log_tokens = logs.bind(request_id=g.request_id, job_id=None)
 
     @app.teardown_request
     def _unbind(_: BaseException | None) -> None:

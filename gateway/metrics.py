@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.services import Services
-from shared import names, workers
+from shared import logs, names, workers
 
 log = logging.getLogger("samq.access")
 
@@ -49,7 +49,7 @@ def instrument(app: Flask) -> None:
         route = request.url_rule.rule if request.url_rule else UNMATCHED
         REQUESTS.labels(route, request.method, str(response.status_code)).inc()
         LATENCY.labels(route).observe(elapsed)
-        job_id = (request.view_args or {}).get("job_id") or response.headers.get("x-job-id")
+        job_id = (request.view_args or {}).get("job_id") or response.headers.get("x-job-id") or logs.current("job_id")
         log.info("%s %s %d %.1fms", request.method, request.path, response.status_code, elapsed * 1000,
                  extra={"method": request.method, "path": request.path, "route": route, "job_id": job_id,
                         "status": response.status_code, "duration_ms": round(elapsed * 1000, 1)})

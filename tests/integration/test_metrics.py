@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,8 +12,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.supervisor import gateway_command
 from shared import names
-from tests.helpers import ROCKET_JPG, b64, wait_until
+from tests.helpers import ROCKET_JPG, b64, free_port, start, stop, wait_until
+from tests.stack import Stack
 
 HEALTHZ = ("samq_requests_total", (("method", "GET"), ("route", "/healthz"), ("status", "200")))
 
@@ -120,3 +123,20 @@ def test_a_job_moves_gateway_worker_and_record_numbers(stack, key):
     # The job's worker lines carry its id and the id of the request that made it.
     log = (stack.logs / "worker-w1.log").read_text()
     assert f"request_id={r.headers['x-request-id']} job_id={job_id}" in log
+
+
+def test_a_gateway_in_json_mode_writes_only_json_lines(stack, tmp_path):
+    json_stack = Stack({**stack.env, "SAMQ_PORT": str(free_port()), "SAMQ_LOG_FORMAT": "json",
+                        "SAMQ_GATEWAY_WORKERS": "1", "SAMQ_METRICS_DIR": str(tmp_path / "metrics")}, tmp_path)
+    proc = start(gateway_command(json_stack.settings), json_stack.env, tmp_path / "gateway.log")
+    try:
+        wait_until(lambda: requests.get(json_stack.url + "/healthz", timeout=1).ok, 60, "gateway /healthz")
+        assert requests.get(json_stack.url + "/v1/jobs/j-1", headers={"x-request-id": "r-1"}, timeout=10).status_code \
+            == 401
+    finally:
+        stop(proc)
+    lines = [json.loads(line) for line in (tmp_path / "gateway.log").read_text().splitlines()]  # all of them JSON
+    assert any(o["logger"] == "gunicorn.error" and "Booting worker" in o["message"] for o in lines)
+    access = [o for o in lines if o["logger"] == "samq.access" and o["path"] == "/v1/jobs/j-1"]
+    assert len(access) == 1 and access[0]["request_id"] == "r-1" and access[0]["job_id"] == "j-1"
+    assert access[0]["status"] == 401 and access[0]["duration_ms"] >= 0
