@@ -99,6 +99,10 @@ def test_a_job_moves_gateway_worker_and_record_numbers(stack, key):
                                                          ("status", "200")))) == polls
     assert delta(gw, gw_before, ("samq_jobs_total", (("event", "accepted"),))) == 1
     assert delta(gw, gw_before, ("samq_jobs_total", (("event", "succeeded"),))) == 1
+    cost = stack.settings.cost_per_job
+    credits = [delta(gw, gw_before, ("samq_credits_total", (("event", e),))) for e in ("reserved", "committed",
+                                                                                        "refunded")]
+    assert credits == [cost, cost, 0]
 
     assert delta(wk, wk_before, ("samq_worker_jobs_total", (("outcome", "succeeded"),))) == 1
     computed = job["embedding"] == "computed"  # else the rocket's embedding was cached by an earlier test
