@@ -7,7 +7,6 @@ set here, in the master, before any worker process imports it.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
 from shared import logs
@@ -26,8 +25,9 @@ logconfig_dict = logs.config(_settings.log_format)
 
 def on_starting(server: object) -> None:
     """Start from zero: files left by an earlier run would be added to this one's counts."""
-    shutil.rmtree(METRICS_DIR, ignore_errors=True)
-    METRICS_DIR.mkdir(parents=True)
+    METRICS_DIR.mkdir(parents=True, exist_ok=True)
+    for stale in METRICS_DIR.glob("*.db"):  # only prometheus-client's files: the folder may hold others
+        stale.unlink()
 
 
 def child_exit(server: object, worker: object) -> None:
