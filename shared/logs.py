@@ -15,6 +15,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from celery.signals import celeryd_init, setup_logging
+
 CONTEXT_FIELDS = ("request_id", "job_id")
 _context: dict[str, ContextVar[str | None]] = {name: ContextVar(name, default=None) for name in CONTEXT_FIELDS}
 # What a LogRecord holds by itself; anything else on a record came from `extra=` and is logged as a field.
@@ -113,3 +115,15 @@ def config(fmt: str = "text", level: str = "INFO") -> dict[str, Any]:
 def setup(fmt: str = "text", level: str | int = "INFO") -> None:
     """Configure the process's logging once, at start."""
     logging.config.dictConfig(config(fmt, logging.getLevelName(level) if isinstance(level, int) else level))
+
+
+def for_celery(fmt: str) -> None:
+    """Make a Celery worker log in samq's format (its own lines included), without its banner in json mode."""
+    @setup_logging.connect(weak=False)
+    def _setup(loglevel: int | str | None = None, **_: object) -> None:
+        setup(fmt, loglevel or "INFO")  # connected, this replaces Celery's own set-up
+
+    @celeryd_init.connect(weak=False)
+    def _quiet(instance: Any = None, **_: object) -> None:
+        if fmt == "json" and instance is not None:
+            instance.quiet = True  # the start-up banner is text: in json mode every line is an object

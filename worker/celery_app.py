@@ -6,7 +6,7 @@ import logging
 import sys
 
 from celery import Celery
-from celery.signals import celeryd_init, setup_logging, task_postrun, task_prerun, worker_ready, worker_shutdown
+from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
 
 from shared import logs
 from shared.queue import make_celery
@@ -24,15 +24,7 @@ def create_worker_app(settings: Settings) -> Celery:
     rt = Runtime(settings, app)
     register_tasks(app, rt)
 
-    @setup_logging.connect(weak=False)
-    def _logging(loglevel: int | str | None = None, **_: object) -> None:
-        # Connected, this replaces Celery's own set-up: its lines and ours share samq's format.
-        logs.setup(settings.log_format, loglevel or "INFO")
-
-    @celeryd_init.connect(weak=False)
-    def _quiet(instance=None, **_: object) -> None:
-        if settings.log_format == "json" and instance is not None:
-            instance.quiet = True  # no start-up banner: in json mode every line on the output is an object
+    logs.for_celery(settings.log_format)
 
     # Every line logged while a job runs, Celery's own included, carries its id and its request's (when sent).
     bindings: dict[str, list] = {}

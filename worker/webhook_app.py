@@ -14,7 +14,7 @@ import redis
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
-from shared import names, outbox
+from shared import logs, names, outbox
 from shared.queue import make_webhook_celery
 from shared.settings import Settings
 from shared.storage import make_storage
@@ -41,6 +41,7 @@ def create_webhook_app(settings: Settings) -> Celery:
     client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
     deliverer = Deliverer(settings, client, make_storage(settings))
     stop = threading.Event()
+    logs.for_celery(settings.log_format)
 
     @app.task(name=names.TASK_DELIVER, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
     def deliver(event: str, attempt: int = 1) -> None:
