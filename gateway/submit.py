@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.services import Services
-from shared import names, workers
+from shared import logs, names, workers
 from shared.errors import InvalidRequest, NoCapacity, SamqError
 from shared.fetch import check_url
 from shared.images import decode_base64_field, peek_image
@@ -44,6 +44,8 @@ def prepare(svc: Services, key: ApiKey, req: SegmentRequest, mode: str, batch_id
     req.check(s.max_points, s.max_boxes, s.max_objects)
     params = req.params()
     job_id = new_id()
+    if batch_id is None:  # the request's log lines name its job (the app unbinds at the end of the request)
+        logs.bind(job_id=job_id)
     extra: dict[str, Any] = {}
     data = None
     if req.is_url:
