@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.samq-installed
 PRESET ?=
 
-.PHONY: setup run test test-unit test-integration test-fault lint models bench clean
+.PHONY: setup run test test-unit test-integration test-fault test-fault-long lint models bench clean
 
 # torch/torchvision first, pinned (they come from local disk on our machines), then samq, then sam2
 # without build isolation so it builds against that torch (no CUDA extension needed).
@@ -24,7 +24,7 @@ run: setup
 
 test: setup
 	bash tests/ensure_redis.sh
-	$(PY) -m pytest tests -p no:cacheprovider
+	$(PY) -m pytest tests -p no:cacheprovider -m "not slow"
 
 test-unit: setup
 	$(PY) -m pytest tests/unit
@@ -35,7 +35,12 @@ test-integration: setup
 
 test-fault: setup
 	bash tests/ensure_redis.sh
-	$(PY) -m pytest tests/fault
+	$(PY) -m pytest tests/fault -m "not slow"
+
+# The long modes (20 SIGKILL trials, ...): figures for docs/RELIABILITY.md.
+test-fault-long: setup
+	bash tests/ensure_redis.sh
+	$(PY) -m pytest tests/fault -m slow -s
 
 # ruff, then the deployment files with their own tools, offline (deploy/validate.py says what it checks).
 lint: setup

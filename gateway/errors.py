@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from shared.errors import SamqError
 
 log = logging.getLogger(__name__)
+
+# Seconds a client should wait before retrying while Redis is unreachable (a restart takes a few).
+REDIS_RETRY_AFTER_S = 5
 
 _HTTP_CODES = {
     400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
@@ -44,6 +48,15 @@ def register_error_handlers(app: Flask) -> None:
         response = error_response(_HTTP_CODES.get(status, "http_error"), message, status)
         if status == 405 and getattr(exc, "valid_methods", None):
             response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(redis.ConnectionError)
+    @app.errorhandler(redis.TimeoutError)
+    def _redis_down(exc: Exception):
+        # Redis restarting or unreachable: an answer the client can act on (retry), never a traceback.
+        log.warning("Redis unavailable: %s", exc)
+        response = error_response("unavailable", "the service's store is unavailable; retry shortly", 503)
+        response.headers["Retry-After"] = str(REDIS_RETRY_AFTER_S)
         return response
 
     @app.errorhandler(Exception)

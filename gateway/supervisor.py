@@ -1,11 +1,17 @@
-"""`samq run`: one machine, one command. Redis if needed, storage, models, gateway and one worker."""
+"""`samq run`: one machine, one command. Redis if needed, storage, models, then the gateway and workers,
+restarted with backoff when they die."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from shutil import which
 from urllib.parse import urlparse
@@ -15,6 +21,7 @@ import requests
 
 from shared import names, workers
 from shared.models import download, get_preset, missing_files
+from shared.queue import make_celery
 from shared.settings import Settings
 from shared.storage import make_storage
 
@@ -90,6 +97,101 @@ def ensure_models(settings: Settings) -> str:
     return preset.name
 
 
+def webhook_command(settings: Settings, name: str = "samq-webhooks") -> list[str]:
+    """The webhook delivery worker: CPU only, many deliveries in flight on threads."""
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.webhook_app:app", "worker", "--pool", "threads",
+        "--concurrency", "32", "--queues", names.QUEUE_WEBHOOKS, "--hostname", f"{name}@%h", "--loglevel", "INFO",
+        "--without-gossip", "--without-mingle",
+    ]
+
+
+WEBHOOK_MODULE = Path(__file__).resolve().parent.parent / "worker" / "webhook_app.py"
+RESTART_BACKOFF_S = (1, 2, 4, 8, 16)  # wait before restart n after a fast crash; the sixth fast crash gives up
+STABLE_AFTER_S = 60.0  # a child that ran this long was healthy: its next crash starts the backoff over
+
+
+@dataclass
+class Child:
+    """One supervised process: its command, and how it has been crashing."""
+
+    name: str
+    command: list[str]
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    fast_crashes: int = 0
+    restart_at: float | None = None
+
+    def start(self) -> None:
+        """Start (or restart) the process."""
+        self.proc = subprocess.Popen(self.command)
+        self.started = time.monotonic()
+        self.restart_at = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive (or waiting for its restart)."""
+        return self.proc is not None and self.proc.poll() is None
+
+
+class GaveUp(Exception):
+    """A child crashed too often, too fast: restarting it again would only loop."""
+
+
+def _how(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def supervise_once(children: list[Child], on_death: Callable[[Child], None] = lambda c: None) -> None:
+    """Restart children that died, with backoff; raises GaveUp after too many fast crashes in a row."""
+    now = time.monotonic()
+    for child in children:
+        if child.restart_at is not None:
+            if now >= child.restart_at:
+                print(f"samq: restarting the {child.name}", file=sys.stderr, flush=True)
+                child.start()
+            continue
+        if child.proc is None or child.proc.poll() is None:
+            continue
+        ran_s = now - child.started
+        child.fast_crashes = 0 if ran_s >= STABLE_AFTER_S else child.fast_crashes + 1
+        if child.fast_crashes > len(RESTART_BACKOFF_S):
+            raise GaveUp(f"samq: the {child.name} crashed {child.fast_crashes} times in a row, each within "
+                         f"{STABLE_AFTER_S:g} s of starting (last: {_how(child.proc.returncode)}); giving up. "
+                         "Its output above says why.")
+        delay = RESTART_BACKOFF_S[max(child.fast_crashes - 1, 0)]
+        print(f"samq: the {child.name} stopped ({_how(child.proc.returncode)}) after {ran_s:.1f} s; "
+              f"restarting it in {delay} s", file=sys.stderr, flush=True)
+        on_death(child)
+        child.restart_at = now + delay
+
+
+def requeue_lost_jobs(settings: Settings) -> int:
+    """Put the inference messages a dead worker held back on their queues; returns how many.
+
+    The broker hands an unacknowledged message out again only after the visibility timeout (an hour by
+    default). `samq run` owns the only inference worker, so when it dies every unacknowledged inference
+    message was its own, and can go back at once. Messages of other queues (webhooks) are left alone.
+    """
+    client = redis.Redis.from_url(settings.broker)
+    ours = {f"samq-worker@{socket.gethostname()}"}
+    if [h for h in workers.alive(client, settings.worker_heartbeat_s) if h not in ours]:
+        return 0  # other inference workers share this broker: their messages are not ours to move
+    restored = 0
+    with make_celery(settings).connection_for_write() as conn:
+        channel = conn.default_channel
+        for tag, raw in channel.client.hgetall(channel.unacked_key).items():
+            if json.loads(raw)[2] in names.INFER_QUEUES:
+                channel.qos.restore_by_tag(tag, channel.client)
+                restored += 1
+    return restored
+
+
 def _wait_ready(settings: Settings, procs: list[subprocess.Popen], timeout_s: float = 600) -> None:
     client = redis.Redis.from_url(settings.redis_url)
     deadline = time.monotonic() + timeout_s
@@ -107,37 +209,54 @@ def _wait_ready(settings: Settings, procs: list[subprocess.Popen], timeout_s: fl
     raise SystemExit("samq: gateway or worker did not become ready in time")
 
 
+def children(settings: Settings) -> list[Child]:
+    """What `samq run` starts and keeps running (the webhook worker once its module exists)."""
+    out = [Child("gateway", gateway_command(settings)), Child("worker", worker_command(settings))]
+    if WEBHOOK_MODULE.exists():
+        out.append(Child("webhook worker", webhook_command(settings)))
+    return out
+
+
 def run(settings: Settings) -> int:
-    """Start everything, print the ready line, stop everything on Ctrl-C or SIGTERM."""
+    """Start everything, print the ready line, restart what dies, stop everything on Ctrl-C or SIGTERM."""
     preset = ensure_models(settings)
     redis_note, redis_proc = ensure_redis(settings)
     storage = make_storage(settings)
     storage.ensure(settings.lifecycle_days)
     if settings.storage.startswith("file://"):
         Path(settings.storage.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
-    procs = [subprocess.Popen(gateway_command(settings)), subprocess.Popen(worker_command(settings))]
-    started = procs + ([redis_proc] if redis_proc else [])
+    kids = children(settings)
+    for child in kids:
+        child.start()
 
     def _stop(*_: object) -> None:
         raise KeyboardInterrupt
+
+    def _on_death(child: Child) -> None:
+        if child.name == "worker":
+            with contextlib.suppress(redis.RedisError, OSError):
+                if n := requeue_lost_jobs(settings):
+                    print(f"samq: put {n} job(s) the worker held back on the queue", file=sys.stderr, flush=True)
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)  # also when started in the background, where SIGINT is ignored
     code = 0
     try:
-        _wait_ready(settings, procs)
+        _wait_ready(settings, [c.proc for c in kids if c.proc])
         print(f"samq ready: http://{settings.host}:{settings.port}  ({redis_note}; storage {settings.storage}; "
               f"models {preset})", flush=True)
-        while all(p.poll() is None for p in procs):
+        while redis_proc is None or redis_proc.poll() is None:
+            supervise_once(kids, _on_death)
             time.sleep(0.5)
         code = 1
-        print("samq: a process stopped; stopping the rest", file=sys.stderr)
+        print("samq: the redis-server samq started stopped (its data is gone); stopping the rest", file=sys.stderr)
     except KeyboardInterrupt:
         print("samq: stopping", flush=True)
-    except SystemExit as exc:
+    except (SystemExit, GaveUp) as exc:
         print(exc, file=sys.stderr)
         code = 1
     finally:
+        started = [c.proc for c in kids if c.proc] + ([redis_proc] if redis_proc else [])
         for proc in reversed(started):
             if proc.poll() is None:
                 proc.terminate()

@@ -33,11 +33,72 @@ class Target:
         return self.host if self.port == default_port else f"{self.host}:{self.port}"
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # IPv4 addresses reached through a NAT64 gateway
+
+# The IANA special-purpose registries, spelled out rather than left to the `ipaddress` tables (which were
+# wrong for some ranges before Python 3.11.10), first match wins. Anything else not global is "reserved".
+SPECIAL_NETWORKS = tuple((ipaddress.ip_network(net), kind) for net, kind in (
+    ("0.0.0.0/32", "unspecified"), ("::/128", "unspecified"),
+    ("127.0.0.0/8", "loopback"), ("::1/128", "loopback"),
+    ("169.254.0.0/16", "link-local"), ("fe80::/10", "link-local"),  # 169.254.169.254: cloud metadata
+    ("224.0.0.0/4", "multicast"), ("ff00::/8", "multicast"),
+    ("100.64.0.0/10", "shared"),  # carrier-grade NAT; Alibaba Cloud's metadata is 100.100.100.200
+    ("10.0.0.0/8", "private"), ("172.16.0.0/12", "private"), ("192.168.0.0/16", "private"),
+    ("fc00::/7", "private"), ("fec0::/10", "private"),
+    ("0.0.0.0/8", "reserved"), ("192.0.0.0/24", "reserved"), ("192.0.2.0/24", "reserved"),
+    ("192.88.99.0/24", "reserved"), ("198.18.0.0/15", "reserved"), ("198.51.100.0/24", "reserved"),
+    ("203.0.113.0/24", "reserved"), ("240.0.0.0/4", "reserved"),  # includes 255.255.255.255
+    ("100::/64", "reserved"), ("2001::/23", "reserved"), ("2001:db8::/32", "reserved"), ("3fff::/20", "reserved"),
+    ("5f00::/16", "reserved"),
+))
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address a host names literally, in any spelling a C resolver accepts, else None (a DNS name).
+
+    inet_aton reads what browsers and libc read: 2130706433, 0x7f.1, 0177.0.0.1, 127.1 are all 127.0.0.1.
+    """
+    host = host.strip("[]")
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except (OSError, UnicodeError, ValueError):
+        return None
+
+
+def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    if isinstance(ip, ipaddress.IPv4Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.packed[:12] == bytes(12) and int(ip) > 1:  # deprecated IPv4-compatible ::a.b.c.d
+        return ipaddress.IPv4Address(int(ip))
+    return None
+
+
+def address_kind(address: str | IPAddress) -> str:
+    """What an address is: 'public', or why it may not be fetched (loopback, private, link-local, ...).
+
+    Addresses that carry an IPv4 address (mapped, 6to4, NAT64, IPv4-compatible) are judged by it.
+    """
+    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+    ip = _embedded_ipv4(ip) or ip
+    for network, kind in SPECIAL_NETWORKS:
+        if ip.version == network.version and ip in network:
+            return kind
+    return "public" if ip.is_global else "reserved"
+
+
 def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    return address_kind(address) == "public"
 
 
 def check_url(url: str, allow_hosts: frozenset[str] = frozenset(), field: str = "image") -> Target:
@@ -56,16 +117,21 @@ def check_url(url: str, allow_hosts: frozenset[str] = frozenset(), field: str = 
         raise UrlNotAllowed(f"'{field}': URLs may not carry credentials")
     host = parts.hostname.lower()
     port = port or (443 if parts.scheme == "https" else 80)
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise FetchFailed(f"'{field}': cannot resolve the host {host!r}") from exc
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    literal = literal_address(host)
+    if literal is not None:  # an address in any spelling: judged as it is, no resolver involved
+        addresses = [str(literal)]
+    else:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise FetchFailed(f"'{field}': cannot resolve the host {host!r}") from exc
+        addresses = list(dict.fromkeys(info[4][0].split("%", 1)[0] for info in infos))
     allowed = host in allow_hosts or f"{host}:{port}" in allow_hosts
     if not allowed:
-        bad = [a for a in addresses if not _is_public(a)]
-        if bad:
-            raise UrlNotAllowed(f"'{field}': host {host!r} resolves to a non-public address ({bad[0]})")
+        for address in addresses:  # every answer: a name resolving to one private address among public ones
+            if (kind := address_kind(address)) != "public":
+                raise UrlNotAllowed(f"'{field}': host {host!r} is a {kind} address ({address}); only public "
+                                    "addresses may be fetched")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
         None, description="endpoint clients reach, for presigned URLs (default: s3_endpoint_url)"
     )
     presign_expires_s: int = Field(3600, gt=0, description="lifetime of presigned output URLs")
+    storage_max_attempts: int = Field(
+        10, ge=1, description="tries of one S3 call in a worker (exponential backoff, up to 20 s apart); the "
+        "gateway tries 3 times and answers 503"
+    )
 
     # Models
     models: str = Field("large", description="model preset: tiny, small, base-plus, large, tiny-random")

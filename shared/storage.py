@@ -133,8 +133,12 @@ class S3Storage:
         )
 
 
-def make_storage(settings: Settings) -> Storage:
-    """The storage backend named by the settings."""
+def make_storage(settings: Settings, max_attempts: int = 3) -> Storage:
+    """The storage backend named by the settings; S3 calls are tried `max_attempts` times with backoff.
+
+    The gateway keeps the default (a client waits: fail fast with 503, nothing charged); workers pass
+    settings.storage_max_attempts to ride out an S3 outage before the job's own retries even start.
+    """
     url = urlparse(settings.storage)
     if url.scheme == "file":
         return FileStorage(Path(url.netloc + url.path))
@@ -146,8 +150,8 @@ def make_storage(settings: Settings) -> Storage:
                 aws_access_key_id=settings.s3_access_key_id,
                 aws_secret_access_key=settings.s3_secret_access_key,
                 region_name=settings.s3_region,
-                config=Config(retries={"max_attempts": 3, "mode": "standard"}, s3={"addressing_style": "path"},
-                              signature_version="s3v4"),
+                config=Config(retries={"max_attempts": max_attempts, "mode": "standard"},
+                              s3={"addressing_style": "path"}, signature_version="s3v4"),
             )
 
         public = client(settings.s3_public_endpoint_url) if settings.s3_public_endpoint_url else None

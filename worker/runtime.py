@@ -8,6 +8,8 @@ import threading
 
 import redis
 from celery import Celery
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from shared import names, outbox, workers
 from shared.jobs import JobStore
@@ -18,6 +20,10 @@ from worker.models.registry import Models, get_models
 
 log = logging.getLogger(__name__)
 
+# A worker rides out a Redis restart (about a minute of retries, 2 s apart at most) rather than lose the
+# outcome of a job it has finished: FINISH is idempotent, so retrying it is safe.
+REDIS_RETRY = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=35)
+
 
 class Runtime:
     """Per-process worker state; nothing here touches the network or loads models at construction."""
@@ -25,11 +31,12 @@ class Runtime:
     def __init__(self, settings: Settings, celery: Celery) -> None:
         self.settings = settings
         self.celery = celery
-        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.redis = redis.Redis.from_url(settings.redis_url, retry=REDIS_RETRY,
+                                          retry_on_error=[redis.ConnectionError, redis.TimeoutError])
         # START and FINISH write webhook events to the outbox; they go to the webhook queue, never held here.
         self.jobs = JobStore(self.redis, settings.retention_s, outbox.publisher(make_webhook_celery(settings),
                                                                                  self.redis))
-        self.storage = make_storage(settings)
+        self.storage = make_storage(settings, settings.storage_max_attempts)
         self._stop = threading.Event()
 
     def models(self) -> Models:

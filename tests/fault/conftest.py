@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import base64
 
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.helpers import jpeg_bytes
 from tests.stack import Stack, new_stack, running
 
 
@@ -20,3 +25,13 @@ def fault_stack(tmp_path_factory, fault_models, redis_server) -> Stack:
                    SAMQ_MAX_IMAGE_PIXELS="60000000", SAMQ_RESEND_AFTER_S="3")
     with running(st, {"w1": {}}):
         yield st
+
+
+@pytest.fixture(scope="session")
+def slow_image() -> str:
+    """A 24-megapixel photo-like picture as base64: big enough that the worker is busy for a while."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:4000, 0:6000]
+    base = np.stack([(x / 6000 * 255), (y / 4000 * 255), ((x + y) % 256)], axis=-1)
+    noisy = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+    return base64.b64encode(jpeg_bytes(Image.fromarray(noisy), quality=80)).decode()
