@@ -59,6 +59,10 @@ class UndecodableImage(SamqError):
     code, status = "undecodable_image", 422
 
 
+class UnsupportedImage(SamqError):
+    code, status = "unsupported_image", 422
+
+
 class FetchFailed(SamqError):
     code, status = "fetch_failed", 422
 

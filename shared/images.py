@@ -11,12 +11,14 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
-from shared.errors import InvalidRequest, TooLarge, UndecodableImage
+from shared.errors import InvalidRequest, TooLarge, UndecodableImage, UnsupportedImage
 
 # MPO is how Pillow names many phone-camera JPEGs.
 SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 _DATA_URI = re.compile(r"^data:[\w.+/-]*(;[\w=.+-]+)*;base64,", re.IGNORECASE)
 _ORIENTATION_TAG = 0x0112
+# The detector scales the long side to 1333 px: past this ratio the short side would shrink to a few pixels.
+MAX_ASPECT_RATIO = 100
 
 # We enforce our own pixel limit before decoding; Pillow's bomb check would otherwise fire first.
 Image.MAX_IMAGE_PIXELS = None
@@ -64,6 +66,11 @@ def _open(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
         raise TooLarge(f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels")
     if width < 1 or height < 1:
         raise UndecodableImage("the image has no pixels")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise UnsupportedImage(f"the image is {width}x{height} pixels: one side may be at most {MAX_ASPECT_RATIO} "
+                               "times the other")
+    if getattr(img, "n_frames", 1) > 1:
+        raise UnsupportedImage(f"the image is animated ({img.n_frames} frames); send a single still image")
     return img
 
 
