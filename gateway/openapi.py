@@ -11,8 +11,18 @@ _POINTS = {"oneOf": [{"type": "string", "examples": ["[834,74]", "[[839,74],[844
                      {"type": "array", "items": {"oneOf": [{"type": "number"}, {"type": "array",
                                                                               "items": {"type": "number"}}]}}],
            "description": "points in displayed pixels: [x,y] or [[x,y], ...], as JSON or a JSON string"}
-_BOOL = {"oneOf": [{"type": "boolean"}, {"type": "integer", "enum": [0, 1]}, {"type": "string"}],
-         "description": "true/false, 1/0 or their string forms"}
+# Exactly what shared.schemas.parse_bool reads (JSON Schema regexes have no case-insensitive flag).
+_BOOL_WORDS = "|".join("".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in word)
+                       for word in ("true", "false", "yes", "no", "on", "off", "t", "f", "y", "n", "1", "0"))
+_BOOL = {"oneOf": [{"type": "boolean"}, {"type": "number", "enum": [0, 1]},
+                   {"type": "string", "pattern": rf"^\s*({_BOOL_WORDS})?\s*$"}],
+         "description": "true/false, 1/0 or their string forms (yes/no, on/off, t/f, y/n; any case)"}
+# base64 (standard or URL-safe alphabet, whitespace and line breaks allowed, an optional data: URI prefix) or an
+# http(s) URL. Whether the bytes are a JPEG, PNG or WebP within the limits is checked by decoding (422/413).
+_IMAGE = {"type": "string", "minLength": 1, "anyOf": [
+    {"pattern": r"^\s*[Hh][Tt][Tt][Pp][Ss]?://"},
+    {"pattern": r"^\s*([Dd][Aa][Tt][Aa]:[\w.+/-]*(;[\w=.+-]+)*;[Bb][Aa][Ss][Ee]64,)?[\sA-Za-z0-9+/_=-]*$"}],
+    "description": "the image: base64 (a data: URI prefix allowed) or an http(s) URL; JPEG, PNG or WebP"}
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["code", "message"],
     "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}
@@ -24,14 +34,19 @@ JOB = {"type": "object", "properties": {
     "objects_found": {"type": ["integer", "null"]}, "outputs": {"type": "array", "items": {"enum": list(OUTPUTS)}},
     "embedding": {"type": ["string", "null"]}, "metadata": {"type": ["object", "null"]},
     "urls": {"type": "object"}}}
+CREDITS = {"type": "object", "required": ["credits", "name"],
+           "properties": {"credits": {"type": "integer"}, "name": {"type": "string"}}}
 _STATUSES = {"400": "malformed body or fields", "401": "missing, unknown or disabled key",
-             "406": "not enough credits", "413": "too large", "422": "image cannot be decoded or fetched",
-             "429": "rate limited", "500": "server fault", "503": "no capacity"}
+             "404": "no such job for this key (another key's job is indistinguishable from none)",
+             "406": "not enough credits", "409": "the job has no result (not finished, or failed)",
+             "413": "too large", "422": "image cannot be decoded or fetched", "429": "rate limited",
+             "500": "server fault", "503": "no capacity, or the store is briefly unavailable (see Retry-After)"}
 
 
 def _schema(model: type) -> dict[str, Any]:
     schema = model.model_json_schema()
     props = schema["properties"]
+    props["image"] = _IMAGE
     for name in ("coordinates", "remove_coordinates"):
         props[name] = _POINTS
     for name in ("overlay_mask", "base64", "polygons"):
@@ -59,7 +74,7 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "samq", "version": "1", "description": "SAM 2 segmentation: drop-in sync call and jobs"},
         "components": {
             "schemas": {"SegmentRequest": _schema(SegmentRequest), "JobRequest": _schema(JobRequest),
-                        "Job": JOB, "Error": ERROR},
+                        "Job": JOB, "Error": ERROR, "Credits": CREDITS},
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
                                 "bearer": {"type": "http", "scheme": "bearer"}},
         },
@@ -74,18 +89,24 @@ def openapi_document() -> dict[str, Any]:
             "/v1/jobs": {"post": {
                 "summary": "Queue a job", "security": security,
                 "requestBody": {"required": True, **_json("JobRequest")},
-                "responses": {"202": {"description": "queued", **_json("Job")},
-                              **_errors("400", "401", "406", "413", "422", "429", "503")}}},
+                "responses": {"202": {"description": "queued", **_json("Job"), "links": {
+                    "GetJob": {"operationId": "getJob", "parameters": {"job_id": "$response.body#/id"}},
+                    "GetJobResult": {"operationId": "getJobResult", "parameters": {"job_id": "$response.body#/id"}}}},
+                              **_errors("400", "401", "406", "413", "422", "429", "500", "503")}}},
             "/v1/jobs/{job_id}": {"get": {
-                "summary": "A job's status and objects", "security": security, "parameters": job_id,
-                "responses": {"200": {"description": "the job", **_json("Job")}, **_errors("401")}}},
+                "summary": "A job's status and objects", "operationId": "getJob", "security": security,
+                "parameters": job_id,
+                "responses": {"200": {"description": "the job", **_json("Job")},
+                              **_errors("401", "404", "429", "503")}}},
             "/v1/jobs/{job_id}/result": {"get": {
-                "summary": "One output's bytes", "security": security,
+                "summary": "One output's bytes", "operationId": "getJobResult", "security": security,
                 "parameters": [*job_id, {"name": "output", "in": "query", "schema": {"enum": list(OUTPUTS)}}],
-                "responses": {"200": {"description": "the output"}, "409": {"description": "not finished"},
-                              **_errors("400", "401")}}},
+                "responses": {"200": {"description": "the output", "content": {
+                    "image/jpeg": {}, "image/png": {}, "application/json": {}}},
+                              **_errors("400", "401", "404", "409", "429", "503")}}},
             "/v1/credits": {"get": {"summary": "The caller's balance", "security": security,
-                                    "responses": {"200": {"description": "credits"}, **_errors("401")}}},
+                                    "responses": {"200": {"description": "credits", **_json("Credits")},
+                                                  **_errors("401", "429", "503")}}},
             "/healthz": {"get": {"summary": "The process is up", "responses": {"200": {"description": "ok"}}}},
             "/readyz": {"get": {"summary": "Redis answers and a worker is alive",
                                 "responses": {"200": {"description": "ready"}, "503": {"description": "not"}}}},

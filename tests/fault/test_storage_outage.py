@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import shutil
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -31,7 +32,8 @@ def test_s3_outage_mid_job_is_ridden_out_and_gateway_answers_503_meanwhile(tmp_p
                                                                            slow_image, outage_s):
     proxy = TcpProxy(s3_server)
     proxy.up()
-    stack = new_stack(7, tmp_path, fault_models, f"http://127.0.0.1:{proxy.port}")
+    stack = new_stack(7, tmp_path, fault_models, f"http://127.0.0.1:{proxy.port}",
+                      SAMQ_MAX_IMAGE_BYTES=str(64 * 1024 * 1024), SAMQ_MAX_IMAGE_PIXELS="60000000")
     try:
         with running(stack, {"w1": {}}):
             key = stack.new_key(5)
@@ -72,6 +74,7 @@ def test_unwritable_file_storage_fails_cleanly_and_refunds(tmp_path, fault_model
         assert final["status"] == "failed" and final["attempts"] == 2 and final["error"]["code"] == "internal_error"
         assert stack.balance(key) == 5  # refunded
         # The same for the gateway's input write: 503, nothing charged, no job left behind.
+        shutil.rmtree(root / "inputs")
         (root / "inputs").write_bytes(b"")
         jobs_before = stack.job_count()
         r = stack.post("/v1/jobs", IMAGE, key)
