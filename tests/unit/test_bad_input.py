@@ -1,5 +1,9 @@
 """A corpus of bad input against every field of both submit endpoints: each a clear 4xx JSON error that names
-the problem, never a 5xx, no credit taken, no job left; and the odd-but-valid inputs that must work."""
+the problem, never a 5xx, no credit taken, no job left; and the odd-but-valid inputs that must work.
+
+The gateway reads only an image's header (the worker decodes it anyway): pixel data cut short after a whole
+header is found by the worker, and the job fails with the same 422, refunded (tests/integration/test_errors.py).
+"""
 
 from __future__ import annotations
 
@@ -45,9 +49,9 @@ def _noise(size: int) -> bytes:
 
 
 IMAGES = {  # name -> (bytes, status, code, words the message must contain)
-    "truncated jpeg": (JPEG[: len(JPEG) // 2], 422, "undecodable_image", "decoded"),
+    "jpeg cut inside its header": (JPEG[:300], 422, "undecodable_image", "decoded"),
     "corrupt jpeg": (JPEG[:2] + bytes(range(256)) * 40, 422, "undecodable_image", "decoded"),
-    "truncated png": (PNG[: len(PNG) // 2], 422, "undecodable_image", "decoded"),
+    "png cut inside its header": (PNG[:20], 422, "undecodable_image", "decoded"),
     "corrupt png": (CORRUPT_PNG, 422, "undecodable_image", "decoded"),
     "truncated webp": (WEBP[: len(WEBP) // 2], 422, "undecodable_image", "decoded"),
     "text": (b"this is not an image at all", 422, "undecodable_image", "decoded"),

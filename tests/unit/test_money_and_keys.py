@@ -62,7 +62,7 @@ def test_another_keys_job_is_404_and_ids_are_unguessable(app, rclient):
     ids = [client.post("/v1/jobs", json={"image": _image(), "coordinates": "[1,1]"},
                        headers={"x-api-key": alice}).get_json()["id"] for _ in range(3)]
     for job_id in ids:
-        assert re.fullmatch(r"[0-9a-f]{32}", job_id)  # uuid4: 122 random bits
+        assert re.fullmatch(r"[0-9a-f]{43}", job_id)  # 11 hex digits of time, then 128 random bits
         for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/result"):
             r = client.get(path, headers={"x-api-key": mallory})
             assert r.status_code == 404 and r.get_json()["error"]["code"] == "not_found"
