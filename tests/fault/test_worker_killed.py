@@ -37,7 +37,8 @@ def _final(stack, key, job_id, what="the job to end"):
                       180, what, interval_s=0.1)
 
 
-@pytest.mark.parametrize("trials", [5, pytest.param(20, marks=[pytest.mark.slow, pytest.mark.timeout(1800)])])
+@pytest.mark.parametrize("trials", [pytest.param(5, marks=pytest.mark.timeout(600)),
+                                    pytest.param(20, marks=[pytest.mark.slow, pytest.mark.timeout(2400)])])
 def test_killed_worker_job_is_redelivered_and_charged_once(fault_stack, slow_image, trials):
     key = fault_stack.new_key(trials)
     worker, recovery = "w1", []
