@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from shared.schemas import OUTPUTS, JobRequest, SegmentRequest
+from shared.schemas import OUTPUTS, BatchRequest, JobRequest, SegmentRequest
 
 _POINTS = {"oneOf": [{"type": "string", "examples": ["[834,74]", "[[839,74],[844,20]]"]},
                      {"type": "array", "items": {"oneOf": [{"type": "number"}, {"type": "array",
@@ -34,12 +34,18 @@ JOB = {"type": "object", "properties": {
     "objects_found": {"type": ["integer", "null"]}, "outputs": {"type": "array", "items": {"enum": list(OUTPUTS)}},
     "embedding": {"type": ["string", "null"]}, "metadata": {"type": ["object", "null"]},
     "urls": {"type": "object"}}}
+BATCH = {"type": "object", "required": ["id", "total", "counts"], "properties": {
+    "id": {"type": "string"}, "total": {"type": "integer"}, "counts": {"type": "object"},
+    "job_ids": {"type": "array", "items": {"type": "string"}}, "jobs": {"type": "array", "items": {"type": "object"}},
+    "next_cursor": {"type": ["integer", "null"]}}}
 CREDITS = {"type": "object", "required": ["credits", "name"],
            "properties": {"credits": {"type": "integer"}, "name": {"type": "string"}}}
 _STATUSES = {"400": "malformed body or fields", "401": "missing, unknown or disabled key",
-             "404": "no such job for this key (another key's job is indistinguishable from none)",
-             "406": "not enough credits", "409": "the job has no result (not finished, or failed)",
-             "413": "too large", "422": "image cannot be decoded or fetched", "429": "rate limited",
+             "404": "no such job or batch for this key (another key's is indistinguishable from none), or expired",
+             "406": "not enough credits", "409": "no result yet (or the job failed), or the job has already ended",
+             "413": "too large",
+             "422": "image cannot be decoded or fetched, or an Idempotency-Key reused with another body",
+             "429": "rate limited, or too many unfinished jobs for the key",
              "500": "server fault", "503": "no capacity, or the store is briefly unavailable (see Retry-After)"}
 
 
@@ -52,6 +58,12 @@ def _schema(model: type) -> dict[str, Any]:
     for name in ("overlay_mask", "base64", "polygons"):
         if name in props:
             props[name] = {**_BOOL, "default": props[name].get("default")}
+    return schema
+
+
+def _batch_schema() -> dict[str, Any]:
+    schema = BatchRequest.model_json_schema()
+    schema["properties"]["items"]["items"] = {"$ref": "#/components/schemas/JobRequest"}  # each a job's body
     return schema
 
 
@@ -69,12 +81,17 @@ def openapi_document() -> dict[str, Any]:
     """The whole document (computed once per process)."""
     security = [{"apiKey": []}, {"bearer": []}]
     job_id = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    batch_id = [{"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    idem = {"name": "Idempotency-Key", "in": "header", "required": False,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[!-~]([ -~]*[!-~])?$"},
+            "description": "replays the first answer for 24 h (Stripe semantics)"}
     return {
         "openapi": "3.1.0",
         "info": {"title": "samq", "version": "1", "description": "SAM 2 segmentation: drop-in sync call and jobs"},
         "components": {
             "schemas": {"SegmentRequest": _schema(SegmentRequest), "JobRequest": _schema(JobRequest),
-                        "Job": JOB, "Error": ERROR, "Credits": CREDITS},
+                        "BatchRequest": _batch_schema(), "Job": JOB, "Batch": BATCH,
+                        "Error": ERROR, "Credits": CREDITS},
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
                                 "bearer": {"type": "http", "scheme": "bearer"}},
         },
@@ -87,7 +104,7 @@ def openapi_document() -> dict[str, Any]:
                               "202": {"description": "still running after the sync timeout", **_json("Job")},
                               **_errors("400", "401", "406", "413", "422", "429", "500", "503")}}},
             "/v1/jobs": {"post": {
-                "summary": "Queue a job", "security": security,
+                "summary": "Queue a job", "security": security, "parameters": [idem],
                 "requestBody": {"required": True, **_json("JobRequest")},
                 "responses": {"202": {"description": "queued", **_json("Job"), "links": {
                     "GetJob": {"operationId": "getJob", "parameters": {"job_id": "$response.body#/id"}},
@@ -104,6 +121,29 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": {"description": "the output", "content": {
                     "image/jpeg": {}, "image/png": {}, "application/json": {}}},
                               **_errors("400", "401", "404", "409", "429", "503")}}},
+            "/v1/jobs/{job_id}/cancel": {"post": {
+                "summary": "Cancel a job: queued at once (200, refunded), running at its next check (202)",
+                "security": security, "parameters": job_id,
+                "responses": {"200": {"description": "canceled", **_json("Job")},
+                              "202": {"description": "cancel requested", **_json("Job")},
+                              **_errors("401", "404", "409", "429", "503")}}},
+            "/v1/batches": {"post": {
+                "summary": "Queue many jobs at once", "security": security, "parameters": [idem],
+                "requestBody": {"required": True, **_json("BatchRequest")},
+                "responses": {"202": {"description": "queued", **_json("Batch"), "links": {
+                    "GetBatch": {"operationId": "getBatch", "parameters": {"batch_id": "$response.body#/id"}}}},
+                              **_errors("400", "401", "406", "413", "422", "429", "500", "503")}}},
+            "/v1/batches/{batch_id}": {"get": {
+                "summary": "A batch's counts and one page of its jobs", "operationId": "getBatch",
+                "security": security, "parameters": [
+                    *batch_id, {"name": "cursor", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+                "responses": {"200": {"description": "the batch", **_json("Batch")},
+                              **_errors("400", "401", "404", "429", "503")}}},
+            "/v1/batches/{batch_id}/cancel": {"post": {
+                "summary": "Cancel every job of the batch that has not ended", "security": security,
+                "parameters": batch_id, "responses": {"200": {"description": "the batch", **_json("Batch")},
+                                                      **_errors("401", "404", "429", "503")}}},
             "/v1/credits": {"get": {"summary": "The caller's balance", "security": security,
                                     "responses": {"200": {"description": "credits", **_json("Credits")},
                                                   **_errors("401", "429", "503")}}},

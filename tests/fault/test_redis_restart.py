@@ -7,11 +7,13 @@ import shutil
 import signal
 import time
 
+import numpy as np
 import pytest
 import redis
 import requests
+from PIL import Image
 
-from tests.helpers import ROCKET_JPG, free_port, start, stop, wait_until
+from tests.helpers import ROCKET_JPG, free_port, jpeg_bytes, start, stop, wait_until
 from tests.ledger import check_ledger, job_summary
 from tests.stack import new_stack, running
 
@@ -68,9 +70,18 @@ def test_redis_killed_and_restarted_loses_nothing(tmp_path, fault_models, aof_re
     assert max(resumed) <= 10, f"consumption resumed only after {max(resumed):.1f} s"
 
 
+def _distinct_image() -> str:
+    # A different picture each time: the embedding cache would otherwise make every job after the first instant.
+    img = Image.open(ROCKET_JPG).convert("RGB")
+    img.putpixel((0, 0), tuple(int(v) for v in np.random.default_rng().integers(0, 255, 3)))
+    img.putpixel((1, 0), tuple(int(v) for v in np.random.default_rng().integers(0, 255, 3)))
+    return base64.b64encode(jpeg_bytes(img, quality=95)).decode()
+
+
 def _one_round(stack, key, aof_redis) -> dict:
-    image = base64.b64encode(ROCKET_JPG.read_bytes()).decode()
-    ids = [stack.post("/v1/jobs", {"image": image, "coordinates": "[320,200]"}, key).json()["id"] for _ in range(6)]
+    image = _distinct_image()
+    ids = [stack.post("/v1/jobs", {"image": _distinct_image(), "coordinates": "[320,200]"}, key).json()["id"]
+           for _ in range(6)]
 
     def statuses() -> list[str]:
         return [stack.get(f"/v1/jobs/{i}", key).json()["status"] for i in ids]
@@ -98,7 +109,7 @@ def _one_round(stack, key, aof_redis) -> dict:
 
     wait_until(started_again, 60, "a queued job to start after the restart", interval_s=0.05)
     resumed_s = time.monotonic() - up_at
-    late = stack.post("/v1/jobs", {"image": image, "coordinates": "[320,200]"}, key)
+    late = stack.post("/v1/jobs", {"image": _distinct_image(), "coordinates": "[320,200]"}, key)
     assert late.status_code == 202, late.text
     ids.append(late.json()["id"])
     wait_until(lambda: set(statuses()) == {"succeeded"}, 180, "every job to succeed", interval_s=0.2)
