@@ -97,16 +97,6 @@ def ensure_models(settings: Settings) -> str:
     return preset.name
 
 
-def webhook_command(settings: Settings, name: str = "samq-webhooks") -> list[str]:
-    """The webhook delivery worker: CPU only, many deliveries in flight on threads."""
-    return [
-        sys.executable, "-m", "celery", "-A", "worker.webhook_app:app", "worker", "--pool", "threads",
-        "--concurrency", "32", "--queues", names.QUEUE_WEBHOOKS, "--hostname", f"{name}@%h", "--loglevel", "INFO",
-        "--without-gossip", "--without-mingle",
-    ]
-
-
-WEBHOOK_MODULE = Path(__file__).resolve().parent.parent / "worker" / "webhook_app.py"
 RESTART_BACKOFF_S = (1, 2, 4, 8, 16)  # wait before restart n after a fast crash; the sixth fast crash gives up
 STABLE_AFTER_S = 60.0  # a child that ran this long was healthy: its next crash starts the backoff over
 
@@ -127,11 +117,6 @@ class Child:
         self.proc = subprocess.Popen(self.command)
         self.started = time.monotonic()
         self.restart_at = None
-
-    @property
-    def running(self) -> bool:
-        """Whether the process is alive (or waiting for its restart)."""
-        return self.proc is not None and self.proc.poll() is None
 
 
 class GaveUp(Exception):
@@ -210,11 +195,9 @@ def _wait_ready(settings: Settings, procs: list[subprocess.Popen], timeout_s: fl
 
 
 def children(settings: Settings) -> list[Child]:
-    """What `samq run` starts and keeps running (the webhook worker once its module exists)."""
-    out = [Child("gateway", gateway_command(settings)), Child("worker", worker_command(settings))]
-    if WEBHOOK_MODULE.exists():
-        out.append(Child("webhook worker", webhook_command(settings)))
-    return out
+    """What `samq run` starts and keeps running."""
+    return [Child("gateway", gateway_command(settings)), Child("worker", worker_command(settings)),
+            Child("webhook worker", webhook_command(settings))]
 
 
 def run(settings: Settings) -> int:

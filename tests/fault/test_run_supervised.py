@@ -1,4 +1,5 @@
-"""`samq run` supervises: a worker or gateway that dies is restarted, its job finishes, the service answers."""
+"""`samq run` supervises: a worker, gateway or webhook worker that dies is restarted, its job finishes, the
+service answers."""
 
 from __future__ import annotations
 
@@ -67,6 +68,12 @@ def test_worker_and_gateway_killed_under_samq_run_are_restarted(tmp_path, fault_
         assert "the gateway stopped (killed by SIGKILL)" in log_path.read_text()
         wait_until(lambda: _child(psutil.Process(proc.pid), "gunicorn").pid != gateway.pid, 10, "a new gateway")
         wait_until(lambda: requests.get(f"{base}/v1/credits", headers=headers, timeout=2).ok, 60, "gateway back")
+
+        webhooks = _child(psutil.Process(proc.pid), "worker.webhook_app")
+        webhooks.kill()
+        wait_until(lambda: _child(psutil.Process(proc.pid), "worker.webhook_app").pid != webhooks.pid, 30,
+                   "a new webhook worker")
+        assert "the webhook worker stopped (killed by SIGKILL)" in log_path.read_text()
         assert proc.poll() is None  # samq run kept going throughout
         check_ledger(redis.Redis(port=redis_port), {key: 3})
         assert requests.get(f"{base}/v1/credits", headers=headers, timeout=5).json()["credits"] == 2
