@@ -42,7 +42,8 @@ CREDITS = {"type": "object", "required": ["credits", "name"],
            "properties": {"credits": {"type": "integer"}, "name": {"type": "string"}}}
 _STATUSES = {"400": "malformed body or fields", "401": "missing, unknown or disabled key",
              "404": "no such job or batch for this key (another key's is indistinguishable from none), or expired",
-             "406": "not enough credits", "409": "no result yet (or the job failed), or the job has already ended",
+             "406": "not enough credits",
+             "409": "no result yet (or the job failed), the job has already ended, or the webhook URL is disabled",
              "413": "too large",
              "422": "image cannot be decoded or fetched, or an Idempotency-Key reused with another body",
              "429": "rate limited, or too many unfinished jobs for the key",
@@ -108,7 +109,8 @@ def openapi_document() -> dict[str, Any]:
                 "requestBody": {"required": True, **_json("JobRequest")},
                 "responses": {"202": {"description": "queued", **_json("Job"), "links": {
                     "GetJob": {"operationId": "getJob", "parameters": {"job_id": "$response.body#/id"}},
-                    "GetJobResult": {"operationId": "getJobResult", "parameters": {"job_id": "$response.body#/id"}}}},
+                    "GetJobResult": {"operationId": "getJobResult", "parameters": {"job_id": "$response.body#/id"}},
+                    "CancelJob": {"operationId": "cancelJob", "parameters": {"job_id": "$response.body#/id"}}}},
                               **_errors("400", "401", "406", "413", "422", "429", "500", "503")}}},
             "/v1/jobs/{job_id}": {"get": {
                 "summary": "A job's status and objects", "operationId": "getJob", "security": security,
@@ -123,7 +125,7 @@ def openapi_document() -> dict[str, Any]:
                               **_errors("400", "401", "404", "409", "429", "503")}}},
             "/v1/jobs/{job_id}/cancel": {"post": {
                 "summary": "Cancel a job: queued at once (200, refunded), running at its next check (202)",
-                "security": security, "parameters": job_id,
+                "operationId": "cancelJob", "security": security, "parameters": job_id,
                 "responses": {"200": {"description": "canceled", **_json("Job")},
                               "202": {"description": "cancel requested", **_json("Job")},
                               **_errors("401", "404", "409", "429", "503")}}},
@@ -131,7 +133,8 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Queue many jobs at once", "security": security, "parameters": [idem],
                 "requestBody": {"required": True, **_json("BatchRequest")},
                 "responses": {"202": {"description": "queued", **_json("Batch"), "links": {
-                    "GetBatch": {"operationId": "getBatch", "parameters": {"batch_id": "$response.body#/id"}}}},
+                    "GetBatch": {"operationId": "getBatch", "parameters": {"batch_id": "$response.body#/id"}},
+                    "CancelBatch": {"operationId": "cancelBatch", "parameters": {"batch_id": "$response.body#/id"}}}},
                               **_errors("400", "401", "406", "413", "422", "429", "500", "503")}}},
             "/v1/batches/{batch_id}": {"get": {
                 "summary": "A batch's counts and one page of its jobs", "operationId": "getBatch",
@@ -141,7 +144,8 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": {"description": "the batch", **_json("Batch")},
                               **_errors("400", "401", "404", "429", "503")}}},
             "/v1/batches/{batch_id}/cancel": {"post": {
-                "summary": "Cancel every job of the batch that has not ended", "security": security,
+                "summary": "Cancel every job of the batch that has not ended", "operationId": "cancelBatch",
+                "security": security,
                 "parameters": batch_id, "responses": {"200": {"description": "the batch", **_json("Batch")},
                                                       **_errors("401", "404", "429", "503")}}},
             "/v1/credits": {"get": {"summary": "The caller's balance", "security": security,
@@ -151,15 +155,15 @@ def openapi_document() -> dict[str, Any]:
             "/readyz": {"get": {"summary": "Redis answers and a worker is alive",
                                 "responses": {"200": {"description": "ready"}, "503": {"description": "not"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
-            **_webhook_paths(security, job_id),
+            **_webhook_paths(security, job_id, batch_id),
         },
     }
 
 
-def _webhook_paths(security: list[dict], job_id: list[dict]) -> dict[str, Any]:
+def _webhook_paths(security: list[dict], job_id: list[dict], batch_id: list[dict]) -> dict[str, Any]:
     def op(summary: str, ok: str, params: list[dict] | None = None, *errors: str) -> dict[str, Any]:
         return {"summary": summary, "security": security, "parameters": params or [],
-                "responses": {"200": {"description": ok}, **_errors("401", *errors)}}
+                "responses": {"200": {"description": ok}, **_errors("401", *errors, "429", "503")}}
 
     n = {"name": "n", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
     url_body = {"required": True, "content": {"application/json": {"schema": {
@@ -170,9 +174,12 @@ def _webhook_paths(security: list[dict], job_id: list[dict]) -> dict[str, Any]:
         "/v1/webhooks/disabled": {"get": op("URLs disabled after answering 410", "{urls}")},
         "/v1/webhooks/enable": {"post": {**op("Deliver to a disabled URL again", "{url, enabled}", None, "400"),
                                          "requestBody": url_body}},
-        "/v1/jobs/{job_id}/deliveries": {"get": op("Every webhook attempt for the job", "{deliveries}", job_id)},
+        "/v1/jobs/{job_id}/deliveries": {"get": op("Every webhook attempt for the job", "{deliveries}", job_id,
+                                                   "404")},
+        "/v1/batches/{batch_id}/deliveries": {"get": op("Every webhook attempt for the batch's batch.completed",
+                                                        "{deliveries}", batch_id, "404")},
         "/v1/jobs/{job_id}/deliveries/{n}/redeliver": {"post": {
             **op("Send attempt n's event again, same webhook-id", "", [*job_id, n]),
-            "responses": {"202": {"description": "queued"}, "404": {"description": "no such job or attempt"},
-                          "409": {"description": "the URL is disabled"}, **_errors("401")}}},
+            "responses": {"202": {"description": "queued"},
+                          **_errors("401", "404", "409", "429", "503")}}},
     }
