@@ -33,11 +33,19 @@ JOB = {"type": "object", "properties": {
     "error": {"type": ["object", "null"]}, "objects": {"type": "array", "items": {"type": "object"}},
     "objects_found": {"type": ["integer", "null"]}, "outputs": {"type": "array", "items": {"enum": list(OUTPUTS)}},
     "embedding": {"type": ["string", "null"]}, "metadata": {"type": ["object", "null"]},
+    "priority": {"enum": ["high", "normal", "low"]}, "batch_id": {"type": ["string", "null"]},
+    "cancel_requested": {"type": "boolean"},
+    "timings": {"type": ["object", "null"], "properties": {
+        name: {"type": "number"} for name in ("queue_ms", "fetch_ms", "detect_ms", "encode_ms", "decode_ms",
+                                              "render_ms", "upload_ms", "total_ms")}},
     "urls": {"type": "object"}}}
 BATCH = {"type": "object", "required": ["id", "total", "counts"], "properties": {
     "id": {"type": "string"}, "total": {"type": "integer"}, "counts": {"type": "object"},
     "job_ids": {"type": "array", "items": {"type": "string"}}, "jobs": {"type": "array", "items": {"type": "object"}},
-    "next_cursor": {"type": ["integer", "null"]}}}
+    "next_cursor": {"type": ["integer", "null"]}, "status": {"enum": ["queued", "running", "completed"]},
+    "priority": {"enum": ["high", "normal", "low"]}, "created_at": {"type": "string"},
+    "finished_at": {"type": ["string", "null"]}, "metadata": {"type": ["object", "null"]},
+    "urls": {"type": "object"}}}
 CREDITS = {"type": "object", "required": ["credits", "name"],
            "properties": {"credits": {"type": "integer"}, "name": {"type": "string"}}}
 _STATUSES = {"400": "malformed body or fields", "401": "missing, unknown or disabled key",
