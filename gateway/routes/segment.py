@@ -12,7 +12,7 @@ from gateway.routes.views import job_view
 from gateway.services import services
 from gateway.submit import accept, prepare
 from shared.errors import error_from_record
-from shared.jobs import JobStatus, wait_for_terminal
+from shared.jobs import JobStatus
 from shared.schemas import SegmentRequest, parse_body
 
 bp = Blueprint("segment", __name__)
@@ -26,7 +26,7 @@ def sam_v2_image():
     req = parse_body(SegmentRequest, request_body())
     item = prepare(svc, key, req, mode="sync")
     accept(svc, key, [item], lambda jobs: (202, None), need_worker=True)  # capacity is checked after 4xx checks
-    job = wait_for_terminal(svc.redis, svc.jobs, item.job.id, svc.settings.sync_timeout_s) or {
+    job = svc.waiter.wait(svc.jobs, item.job.id, svc.settings.sync_timeout_s) or {
         **item.job.__dict__, "status": "queued"}
     status = JobStatus(job["status"])
     if not status.terminal:
