@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
             if base and row["workload"] == workload:
                 row["vs_baseline"] = round(row["images_per_s"] / base["images_per_s"], 2)
     device = torch.cuda.get_device_name() if cfg.device == "cuda" else "cpu"
-    report = {"device": device, "preset": cfg.preset, "detector": cfg.detector, "image_size": cfg.size,
+    report = {"device": device, "preset": cfg.preset, "detector": cfg.detector, "image_size": list(cfg.size),
               "torch": torch.__version__, "seconds": round(time.perf_counter() - began, 1), "rows": rows,
               "skipped": skipped}
     print(f"{cfg.preset} + grounding-dino-{cfg.detector} on {device}, {cfg.size[0]}x{cfg.size[1]} images, "

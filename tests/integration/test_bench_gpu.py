@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "gpu.py"
+from tests.helpers import load_bench
 
 
 def test_gpu_benchmark_smoke_runs_every_code_path(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH)
-    gpu = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu)
+    gpu = load_bench("gpu")
     out = tmp_path / "gpu.json"
 
     report = gpu.main(["--smoke", "--out", str(out)])
