@@ -1,13 +1,12 @@
 """Benchmarks of the embedding cache and image batching, SAM 2.1 hiera-t with random weights, on this CPU.
 
-Run: `make bench` (or `.venv/bin/python bench/run.py [--preset random-tiny] [--repeat 3] [--batch 4]`).
-Results are printed as a table and written to bench/results.json.
+Run: `python bench/cache.py [--preset random-tiny] [--repeat 3] [--batch 4]` (P3; `make bench` runs it in the suite).
+Results are printed and recorded in bench/results/p3-cache.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import tempfile
@@ -16,13 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import record
 from PIL import Image
 
 from shared.models import get_preset
+from tests.helpers import ASTRONAUT_PNG
 from worker.embedding import Embedder, EmbeddingCache
 from worker.models.sam import build_random_sam, load_sam
 
-PHOTO = Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages/skimage/data/astronaut.png"
+PHOTO = ASTRONAUT_PNG
 
 
 def _images(n: int, size=(1024, 768)) -> list[np.ndarray]:
@@ -86,7 +87,7 @@ def main() -> None:
     print(f"  cache:    miss {cache['miss_s']:.3f} s, hit {cache['hit_s']:.3f} s -> {cache['speedup']:.1f}x")
     print(f"  batching: {batch['batch']} images one by one {batch['sequential_s']:.2f} s, "
           f"in one call {batch['batched_s']:.2f} s ({batch['per_image_batched_s']:.2f} s/image)")
-    (Path(__file__).parent / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    record("p3-cache", result)
 
 
 if __name__ == "__main__":
