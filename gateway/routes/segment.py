@@ -25,7 +25,7 @@ def sam_v2_image():
     svc = services()
     req = parse_body(SegmentRequest, request_body())
     item = prepare(svc, key, req, mode="sync")
-    accept(svc, key, [item], lambda jobs: (202, None), need_worker=True)  # capacity is checked after 4xx checks
+    _, _, accepted = accept(svc, key, [item], lambda jobs: (202, None), need_worker=True)  # capacity after 4xx
     job = svc.waiter.wait(svc.jobs, item.job.id, svc.settings.sync_timeout_s) or {
         **item.job.__dict__, "status": "queued"}
     status = JobStatus(job["status"])
@@ -41,6 +41,8 @@ def sam_v2_image():
     output = next(iter(job["outputs"].values()))
     data = svc.storage.get(output["key"])
     headers = {"x-job-id": job["id"], "x-objects-found": str(job.get("objects_found", 0))}
+    if accepted.balance is not None:  # a success commits the reservation: the balance ACCEPT saw is final
+        headers["x-remaining-credits"] = str(accepted.balance)
     if req.base64:
         response = jsonify({"image": base64.b64encode(data).decode()})
         response.headers.update(headers)
