@@ -73,8 +73,8 @@ class CompletionWaiter:
                         event = self._waiting.get(message["channel"].decode().removeprefix(prefix))
                     if event is not None:
                         event.set()
-            except redis.RedisError:
-                log.warning("completion listener lost Redis; reconnecting")
+            except Exception:  # whatever happens, keep listening: waiters re-read their job meanwhile
+                log.warning("completion listener lost Redis; reconnecting", exc_info=True)
                 time.sleep(RECHECK_S)
             finally:
                 pubsub.close()
