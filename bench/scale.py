@@ -33,6 +33,17 @@ def tiny_png() -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def where_memory_goes(db: redis.Redis) -> dict[str, int]:
+    """MEMORY USAGE summed per kind of key (job ids and batch ids replaced by '*')."""
+    kinds: dict[str, int] = {}
+    for key in db.scan_iter(count=1000):
+        name = key.decode(errors="replace")
+        parts = name.split(":")
+        kind = ":".join(parts[:2]) + (":*" if len(parts) > 2 else "")
+        kinds[kind] = kinds.get(kind, 0) + int(db.memory_usage(key) or 0)
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
+
+
 def main() -> None:
     """Queue the jobs, then report bytes per job and batch accept times."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,16 +75,20 @@ def main() -> None:
                 session.post(stack.url + "/v1/jobs", json=item, headers={"x-api-key": key}).raise_for_status()
                 times.append(time.perf_counter() - start)
         after = int(server.info("memory")["used_memory"])
-        queued = sum(server.llen(q) for q in server.keys("samq.infer*"))
+        db = stack.redis
+        queued = sum(db.llen(q) for q in db.keys("samq.infer*") if db.type(q) == b"list")
+        usage = where_memory_goes(db)
     per_job = (after - before) / args.jobs
     result = {"jobs": args.jobs, "via": args.via, "baseline": args.baseline, "bytes_per_job": round(per_job),
-              "broker_messages": queued, "used_memory_before": before, "used_memory_after": after}
+              "broker_messages": queued, "memory_by_key_kind": usage, "used_memory_before": before, "used_memory_after": after}
     if args.via == "batches":
         result["batch_accept_s"] = {"p50": round(statistics.median(times), 3), "max": round(max(times), 3)}
         print(f"P6 1000-item batch accepted in p50 {result['batch_accept_s']['p50']:.3f} s, "
               f"max {result['batch_accept_s']['max']:.3f} s (goal < 1 s)")
     else:
         result["job_accept_p50_ms"] = round(1000 * statistics.median(times), 2)
+    for kind, size in usage.items():
+        print(f"    {kind:<28} {size:>9} bytes")
     print(f"P6 {args.jobs} queued jobs: {per_job:.0f} bytes of Redis memory each, broker messages included "
           f"({queued} messages in the broker's lists; goal <= 2048 bytes)")
     record(f"p6-scale-{args.via}" + (f"-{args.baseline}" if args.baseline else ""), result)
