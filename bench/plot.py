@@ -70,7 +70,8 @@ def plot_p4() -> None:
         return
     fig, ax = plt.subplots(figsize=(5, 4))
     for n, rates in data["rounds_jobs_per_s"].items():
-        ax.plot(range(1, len(rates) + 1), rates, "o-", label=f"{n} worker(s)")
+        workers, threads = data["configs"][n]["workers"], data["configs"][n]["torch_threads"]
+        ax.plot(range(1, len(rates) + 1), rates, "o-", label=f"{workers} worker(s) x {threads} thread(s)")
     ax.set_xlabel("round")
     ax.set_ylabel("jobs/s")
     ax.set_title(f"P4: 2 workers vs 1 -> {data['ratio']:.2f}x")

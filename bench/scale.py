@@ -80,7 +80,8 @@ def main() -> None:
         usage = where_memory_goes(db)
     per_job = (after - before) / args.jobs
     result = {"jobs": args.jobs, "via": args.via, "baseline": args.baseline, "bytes_per_job": round(per_job),
-              "broker_messages": queued, "memory_by_key_kind": usage, "used_memory_before": before, "used_memory_after": after}
+              "broker_messages": queued, "memory_by_key_kind": usage, "used_memory_before": before,
+              "used_memory_after": after}
     if args.via == "batches":
         result["batch_accept_s"] = {"p50": round(statistics.median(times), 3), "max": round(max(times), 3)}
         print(f"P6 1000-item batch accepted in p50 {result['batch_accept_s']['p50']:.3f} s, "
