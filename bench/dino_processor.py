@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import PHOTO, record, timed
 from PIL import Image
 
-from common import PHOTO, record, timed
 from worker.models.dino import build_random_dino, load_dino
 
 
@@ -43,7 +43,7 @@ def main() -> None:
         image = photo.resize(dims)
         for name, proc in processors.items():
             proc(images=image, return_tensors="pt")  # warm-up
-            times = [timed(lambda p=proc: p(images=image, return_tensors="pt")) for _ in range(args.repeat)]
+            times = [timed(lambda p=proc, i=image: p(images=i, return_tensors="pt")) for _ in range(args.repeat)]
             results[f"{name} {label}"] = round(1000 * statistics.median(times), 1)
             print(f"  {name:<12} {label:>10}: {results[f'{name} {label}']:7.1f} ms")
     a = processors["pil (numpy)"](images=photo, return_tensors="pt")["pixel_values"]

@@ -12,6 +12,7 @@ tests/integration/test_fidelity.py asserts the same on tiny-random.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -137,6 +138,30 @@ def compare(models: Models, photos: tuple[Path, ...] = PHOTOS) -> dict[str, dict
     return results
 
 
+def large_jpeg(photo: Path, scale: int = 5) -> bytes:
+    """A photo enlarged past 2x the models' 1024 px (so the pipeline reduces it), as a JPEG."""
+    image = load_rgb(photo.read_bytes(), MAX_BYTES, MAX_PIXELS)
+    buf = io.BytesIO()
+    image.resize((image.width * scale, image.height * scale), Image.LANCZOS).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def compare_reduced(models: Models, photos: tuple[Path, ...] = PHOTOS) -> dict[str, dict[str, float]]:
+    """Large photos: the pipeline's reduced model view vs the official calls on the full-size image."""
+    results = {}
+    for photo in photos:
+        image = load_rgb(large_jpeg(photo), MAX_BYTES, MAX_PIXELS)
+        for name, params in cases(image.size).items():
+            ref_masks, ref_boxes = official(models, image, params)
+            with at_precision(models, "fp32") as embedder:
+                masks, boxes = service(models, embedder, image, params)
+            row = {"size": f"{image.width}x{image.height}", "reduced_view": iou(masks, ref_masks)}
+            if ref_boxes:
+                row["max_box_shift_px"] = float(np.abs(np.array(boxes) - np.array(ref_boxes)).max())
+            results[f"{photo.name} x5: {name}"] = row
+    return results
+
+
 def main() -> None:
     """Print the comparison table and record it."""
     from common import record
@@ -150,7 +175,11 @@ def main() -> None:
     print(f"{'case':<44} {'fp32 identical':>14} {'cache':>7} {'batched':>8} {'bf16':>7}")
     for case, r in results.items():
         print(f"{case:<44} {r['identical_fp32']!s:>14} {r['cache_hit']:7.4f} {r['batched']:8.4f} {r['bf16']:7.4f}")
-    record("fidelity", {"preset": args.preset, "cases": results})
+    reduced = compare_reduced(models)
+    for case, r in reduced.items():
+        print(f"{case:<44} {r['size']:>11}  reduced view IoU {r['reduced_view']:.4f}"
+              + (f"  boxes moved <= {r['max_box_shift_px']:.1f} px" if "max_box_shift_px" in r else ""))
+    record("fidelity", {"preset": args.preset, "cases": results, "reduced_view": reduced})
 
 
 if __name__ == "__main__":
