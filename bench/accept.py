@@ -16,6 +16,7 @@ import contextlib
 import json
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -61,6 +62,22 @@ def measure(stack, body_file: Path, tmp: Path, seconds: int, rounds: int, connec
             "healthz_p50_ms": health[-1]["p50_ms"]}
 
 
+def profile_jobs(stack, body_file: Path, tmp: Path, seconds: int, connections: int, out: Path) -> None:
+    """Where the gateway's time goes while wrk posts jobs (printed, and collapsed stacks in `out`)."""
+    from overhead import profile, top_frames
+
+    script = tmp / "profile.lua"
+    script.write_text(POST_LUA.format(key=stack.new_key(10**9), body=body_file))
+    spies = profile({"gateway-accept": stack.procs["gateway"].pid}, out)
+    wrk(stack.url + "/v1/jobs", seconds, connections, script)
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=30)
+    print("  gateway profile under POST /v1/jobs (share of samples, inclusive):")
+    for frame, share in top_frames(out / "gateway-accept.txt"):
+        print(f"    {share:5.1f}%  {frame}")
+
+
 def main() -> None:
     """Measure each gateway count (and the baseline revision) and record the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -69,6 +86,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--gateways", default="2", help="comma-separated gunicorn process counts")
     parser.add_argument("--baseline", help="also measure this git revision (e.g. the commit before a change)")
+    parser.add_argument("--profile", type=Path, help="py-spy this checkout's gateway during one jobs round")
     add_redis_arg(parser)
     args = parser.parse_args()
     body = {"image": base64.b64encode(PHOTO.read_bytes()).decode(), "coordinates": [[320, 200], [330, 150]]}
@@ -85,6 +103,8 @@ def main() -> None:
             with contextlib.ExitStack() as stacks:
                 started = {name: stacks.enter_context(bench_stack(args.redis_url, 4 + i, None, code=path, **env))
                            for i, (name, path) in enumerate(code.items())}
+                if args.profile:
+                    profile_jobs(started["this"], body_file, tmp, args.seconds, args.connections, args.profile)
                 for name, stack in started.items():
                     row = {"code": name, "gateways": gateways,
                            **measure(stack, body_file, tmp, args.seconds, args.rounds, args.connections)}

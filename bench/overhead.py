@@ -171,7 +171,8 @@ def main() -> None:
             print(f"  {name} profile (share of samples, inclusive, our code and clients):")
             for frame, share in profiles[name]:
                 print(f"    {share:5.1f}%  {frame}")
-    name = "p2-overhead" + ("-multipart" if args.multipart else "") + ("-" + "-".join(args.env) if args.env else "")
+    name = "p2-overhead" + ("-multipart" if args.multipart else "") + ("-" + "-".join(args.env) if args.env else "") \
+        + (f"-vs-{args.baseline}" if args.baseline else "")
     record(name.lower(), {"n": args.n, "body": "multipart" if args.multipart else "json", "baseline": args.baseline,
                           "env": args.env, "latency": stats, "added": added, "stages": stages, "profiles": profiles})
 

@@ -27,7 +27,7 @@ def _footer(fig, data: dict) -> None:
 
 def plot_p2() -> None:
     """End-to-end vs in-process latency, p50 and p95."""
-    data = _load("p2-overhead")
+    data = _load("p2-overhead-vs-2d8ae9e") or _load("p2-overhead")
     if not data:
         return
     names = list(data["latency"])

@@ -19,6 +19,7 @@ SUITE = {  # name: (script, arguments)
     "p3": ("cache.py", []),
     "p4": ("scaleout.py", []),
     "p6": ("scale.py", []),
+    "p7": ("sync_concurrency.py", []),
     "fidelity": ("fidelity.py", []),
 }
 WITH_BASELINE = ("p1", "p2")
@@ -35,7 +36,7 @@ def main() -> None:
     for name in chosen:
         script, extra = SUITE[name]
         cmd = [sys.executable, str(HERE / script), *extra]
-        if script != "cache.py" and script != "fidelity.py":
+        if script not in ("cache.py", "fidelity.py"):
             cmd += ["--redis-url", args.redis_url]
         if args.baseline and name in WITH_BASELINE:
             cmd += ["--baseline", args.baseline]
