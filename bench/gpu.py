@@ -94,14 +94,19 @@ def load(cfg: Config, model_dir: Path) -> Models:
                                 dtype="fp32", embed_cache_mb=4096))
 
 
+_COMPILED: dict[torch.nn.Module, torch.nn.Module] = {}
+
+
 @contextmanager
 def mode(cfg: Config, models: Models, dtype: str, compiled: bool) -> Iterator[None]:
     """Run under this precision (autocast, as SAMQ_DTYPE does), the image encoder compiled when asked."""
     encoder = models.sam.model.image_encoder
     models.embedder.precision = models.dino.precision = precision(cfg.device, DTYPES[dtype])
-    if compiled:  # as SAMQ_COMPILE does
-        kwargs = {"mode": "max-autotune", "dynamic": False} if cfg.compile_backend == "inductor" else {}
-        models.sam.model.image_encoder = torch.compile(encoder, backend=cfg.compile_backend, **kwargs)
+    if compiled:  # as SAMQ_COMPILE does; compiled once per run, so later modes reuse the compiled graphs
+        if encoder not in _COMPILED:
+            kwargs = {"mode": "max-autotune", "dynamic": False} if cfg.compile_backend == "inductor" else {}
+            _COMPILED[encoder] = torch.compile(encoder, backend=cfg.compile_backend, **kwargs)
+        models.sam.model.image_encoder = _COMPILED[encoder]
     try:
         yield
     finally:
