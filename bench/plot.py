@@ -22,6 +22,7 @@ def _load(name: str) -> dict | None:
 
 
 def _footer(fig, data: dict) -> None:
+    fig.subplots_adjust(bottom=0.2)  # room for two-line tick labels above the footer
     fig.text(0.01, 0.01, f"{data['date']}  rev {data['revision']}  {data['machine']} (shared, noisy)", fontsize=7)
 
 
