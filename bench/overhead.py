@@ -144,9 +144,13 @@ def main() -> None:
         spies = profile({"gateway": stack.procs["gateway"].pid, "worker": stack.procs["w1"].pid},
                         args.profile) if args.profile else []
         times: dict[str, list[float]] = {name: [] for name in paths}
+        server = stack.redis  # every stack shares this server: count the connections each path opens
+        connects = dict.fromkeys(paths, 0)
         for _ in range(args.n):
             for name, call in paths.items():
+                before = server.info("stats")["total_connections_received"]
                 times[name].append(timed(call))
+                connects[name] += server.info("stats")["total_connections_received"] - before
         for spy in spies:
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             spy.wait(timeout=30)
@@ -160,6 +164,7 @@ def main() -> None:
         a = added.get(name)
         extra = f"   adds p50 {a['p50_ms']:6.1f} ms  p95 {a['p95_ms']:6.1f} ms" if a else ""
         print(f"  {name:<11} p50 {s['p50_ms']:7.1f} ms  p95 {s['p95_ms']:7.1f} ms{extra}")
+    print("  new Redis connections per call: " + ", ".join(f"{k} {v / args.n:.2f}" for k, v in connects.items()))
     print("  where the end-to-end time goes (this checkout, from the job's timestamps):")
     for stage, st in stages.items():
         print(f"    {stage:<58} p50 {st['p50_ms']:6.1f} ms  p95 {st['p95_ms']:6.1f} ms")
@@ -174,7 +179,9 @@ def main() -> None:
     name = "p2-overhead" + ("-multipart" if args.multipart else "") + ("-" + "-".join(args.env) if args.env else "") \
         + (f"-vs-{args.baseline}" if args.baseline else "")
     record(name.lower(), {"n": args.n, "body": "multipart" if args.multipart else "json", "baseline": args.baseline,
-                          "env": args.env, "latency": stats, "added": added, "stages": stages, "profiles": profiles})
+                          "env": args.env, "latency": stats, "added": added, "stages": stages,
+                          "redis_connections_per_call": {k: round(v / args.n, 2) for k, v in connects.items()},
+                          "profiles": profiles})
 
 
 if __name__ == "__main__":
