@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -18,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/x.py` imports this checkout's code
 
+from tests import stack as stack_module  # noqa: E402
 from tests.helpers import ROCKET_JPG  # noqa: E402  (640x427 JPEG photograph, public domain)
 from tests.stack import Stack, new_stack, running  # noqa: E402
 
@@ -86,8 +88,34 @@ def bench_stack(redis_url: str, db: int, worker_envs: dict[str, dict[str, str]] 
         models.mkdir(exist_ok=True)
         env = {"SAMQ_REDIS_URL": f"{redis_url.rstrip('/')}/{db}", "SAMQ_RATE_LIMIT_PER_MIN": "0", **env}
         stack = new_stack(db, root, models, None, **env)
-        with running(stack, worker_envs) as st:
-            yield st
+        with contextlib.ExitStack() as processes:
+            with _commands_of(code, stack.env):  # only while the processes start
+                started = processes.enter_context(running(stack, worker_envs))
+            yield started
+
+
+_PRINT_COMMANDS = """import json
+from gateway.supervisor import gateway_command, worker_command
+from shared.settings import Settings
+print(json.dumps([gateway_command(Settings()), worker_command(Settings(), name="@NAME@")]))"""
+
+
+@contextmanager
+def _commands_of(code: Path | None, env: dict[str, str]) -> Iterator[None]:
+    """Start the processes with the command lines of `code`'s own supervisor (they change between revisions)."""
+    if code is None:
+        yield
+        return
+    out = subprocess.run([sys.executable, "-c", _PRINT_COMMANDS], cwd=code, env={**os.environ, **env},
+                         capture_output=True, text=True, check=True).stdout
+    gateway, worker = json.loads(out.splitlines()[-1])
+    saved = stack_module.gateway_command, stack_module.worker_command
+    stack_module.gateway_command = lambda settings: gateway
+    stack_module.worker_command = lambda settings, name: [w.replace("@NAME@", name) for w in worker]
+    try:
+        yield
+    finally:
+        stack_module.gateway_command, stack_module.worker_command = saved
 
 
 @contextmanager
