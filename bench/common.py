@@ -53,7 +53,8 @@ def timed(fn: Callable[[], object]) -> float:
 def git_revision() -> str:
     """The checkout's short revision, with '+dirty' for uncommitted changes."""
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+    mine = ["--", ".", ":!bench/results"]  # results written by earlier runs do not make the code dirty
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", *mine], cwd=ROOT,
                            capture_output=True, text=True).stdout
     return rev.strip() + ("+dirty" if dirty.strip() else "")
 
