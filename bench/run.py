@@ -1,92 +1,48 @@
-"""Benchmarks of the embedding cache and image batching, SAM 2.1 hiera-t with random weights, on this CPU.
+"""The CPU benchmark suite (`make bench`): each benchmark in turn, then the plots.
 
-Run: `make bench` (or `.venv/bin/python bench/run.py [--preset random-tiny] [--repeat 3] [--batch 4]`).
-Results are printed as a table and written to bench/results.json.
+Run: `python bench/run.py [--redis-url redis://127.0.0.1:6379] [--baseline REV] [--only p2,p4]`
+Each script records bench/results/<name>.json (date, machine, revision, command); bench/plot.py draws
+bench/results/*.png from them. bench/RESULTS.md is the commented record.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import tempfile
-import time
+import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-
-from shared.models import get_preset
-from worker.embedding import Embedder, EmbeddingCache
-from worker.models.sam import build_random_sam, load_sam
-
-PHOTO = Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages/skimage/data/astronaut.png"
-
-
-def _images(n: int, size=(1024, 768)) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    return [rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8) for _ in range(n)]
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def bench_cache(predictor, repeat: int) -> dict:
-    """First prompt (encode + decode) vs a second prompt on the same image (cache hit)."""
-    image = _images(1)[0]
-    point = {"point_coords": np.array([[500.0, 400.0]]), "point_labels": np.array([1])}
-    cold, warm = [], []
-    for _ in range(repeat):
-        embedder = Embedder(predictor, EmbeddingCache(1 << 30))
-        cold.append(_timed(lambda e=embedder: (e.set_image(image), predictor.predict(**point))))
-        warm.append(_timed(lambda e=embedder: (e.set_image(image), predictor.predict(**point))))
-    return {"miss_s": statistics.median(cold), "hit_s": statistics.median(warm),
-            "speedup": statistics.median(cold) / statistics.median(warm)}
-
-
-def bench_batch(predictor, repeat: int, batch: int) -> dict:
-    """Encoding `batch` images one by one vs in one set_image_batch call."""
-    images = _images(batch)
-    one, together = [], []
-    for _ in range(repeat):
-        single = Embedder(predictor, EmbeddingCache(0))
-        one.append(_timed(lambda s=single: [s.set_image(i) for i in images]))
-        batched = Embedder(predictor, EmbeddingCache(1 << 31))
-        together.append(_timed(lambda b=batched: b.prefill(images)))
-    return {"batch": batch, "sequential_s": statistics.median(one), "batched_s": statistics.median(together),
-            "per_image_sequential_s": statistics.median(one) / batch,
-            "per_image_batched_s": statistics.median(together) / batch}
+HERE = Path(__file__).parent
+SUITE = {  # name: (script, arguments)
+    "p1": ("accept.py", ["--gateways", "1,2"]),
+    "p2": ("overhead.py", []),
+    "p3": ("cache.py", []),
+    "p4": ("scaleout.py", []),
+    "p6": ("scale.py", []),
+    "p7": ("sync_concurrency.py", []),
+    "fidelity": ("fidelity.py", []),
+}
+WITH_BASELINE = ("p1", "p2")
 
 
 def main() -> None:
-    """Build the preset's random SAM 2 through the production loader and time both paths."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--preset", default="random-tiny")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=4)
+    """Run the chosen benchmarks, stop at the first failure, then plot."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
+    parser.add_argument("--baseline", help="git revision to compare with in P1 and P2 (A/B in one run)")
+    parser.add_argument("--only", help="comma-separated subset of " + ",".join(SUITE))
     args = parser.parse_args()
-    preset = get_preset(args.preset)
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "sam2.pt"
-        build_random_sam(preset.sam_config, ckpt, preset.sam_overrides)
-        predictor = load_sam(preset.sam_config, ckpt, "cpu", preset.sam_overrides)
-    with torch.inference_mode():
-        predictor.set_image(np.asarray(Image.open(PHOTO).convert("RGB")))  # warm-up
-        cache = bench_cache(predictor, args.repeat)
-        batch = bench_batch(predictor, args.repeat, args.batch)
-    result = {"preset": args.preset, "device": "cpu", "threads": torch.get_num_threads(),
-              "machine": platform.processor() or platform.machine(), "repeat": args.repeat,
-              "cache": cache, "batching": batch}
-    print(f"preset {args.preset} on cpu ({torch.get_num_threads()} threads), median of {args.repeat}, 1024x768")
-    print(f"  cache:    miss {cache['miss_s']:.3f} s, hit {cache['hit_s']:.3f} s -> {cache['speedup']:.1f}x")
-    print(f"  batching: {batch['batch']} images one by one {batch['sequential_s']:.2f} s, "
-          f"in one call {batch['batched_s']:.2f} s ({batch['per_image_batched_s']:.2f} s/image)")
-    (Path(__file__).parent / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    chosen = args.only.split(",") if args.only else list(SUITE)
+    for name in chosen:
+        script, extra = SUITE[name]
+        cmd = [sys.executable, str(HERE / script), *extra]
+        if script not in ("cache.py", "fidelity.py"):
+            cmd += ["--redis-url", args.redis_url]
+        if args.baseline and name in WITH_BASELINE:
+            cmd += ["--baseline", args.baseline]
+        print("$", " ".join(cmd[1:]), flush=True)
+        subprocess.run(cmd, check=True)
+    subprocess.run([sys.executable, str(HERE / "plot.py")], check=True)
 
 
 if __name__ == "__main__":

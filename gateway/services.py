@@ -8,6 +8,7 @@ import redis
 from celery import Celery
 from flask import current_app
 
+from gateway.waiter import CompletionWaiter
 from shared import outbox
 from shared.credits import Credits
 from shared.jobs import JobStore
@@ -29,6 +30,7 @@ class Services:
     storage: Storage
     celery: Celery
     webhook_celery: Celery  # publishes webhook deliveries, on their own broker keyspace
+    waiter: CompletionWaiter  # wakes drop-in calls waiting on their jobs (one pub/sub connection)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -39,6 +41,7 @@ class Services:
             settings=settings, redis=client, keys=KeyStore(client), credits=Credits(client),
             jobs=JobStore(client, settings.retention_s, outbox.publisher(webhook_celery, client)),
             storage=make_storage(settings), celery=make_celery(settings), webhook_celery=webhook_celery,
+            waiter=CompletionWaiter(client),
         )
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import importlib.util
 import io
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import skimage
 from PIL import Image
@@ -80,3 +83,13 @@ def open_image(data: bytes) -> Image.Image:
     img = Image.open(io.BytesIO(data))
     img.load()
     return img
+
+
+def load_bench(name: str) -> ModuleType:
+    """A script from bench/ as a module (bench/ is scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module

@@ -16,7 +16,7 @@ from PIL import Image
 from shared import names
 from shared.jobs import JobStatus
 from worker.embedding import Embedder
-from worker.inputs import load_input
+from worker.inputs import load_input, model_view
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,8 @@ def prefill_batch(rt: Runtime, embedder: Embedder, job: dict, image: Image.Image
     size = rt.settings.max_batch
     if size <= 1:
         return 0
-    pixels = [np.asarray(image)]
+    # The same reduced views (and cache keys) as the pipeline's, so its lookups hit.
+    pixels, sizes = [np.asarray(model_view(image))], [(image.height, image.width)]
     taken = []
     for other_id in rt.jobs.peek_waiting(names.INFER_QUEUES, size + len(_prefilled) + 1):
         if len(pixels) >= size:
@@ -41,13 +42,15 @@ def prefill_batch(rt: Runtime, embedder: Embedder, job: dict, image: Image.Image
         if other_id == job["id"] or not other or other["status"] != JobStatus.QUEUED or not other.get("input_key"):
             continue
         try:
-            pixels.append(np.asarray(load_input(rt, other)))
+            other_image = load_input(rt, other)
+            pixels.append(np.asarray(model_view(other_image)))
+            sizes.append((other_image.height, other_image.width))
             taken.append(other_id)
         except Exception:  # its own task will report the problem
             log.debug("skipping job %s in a batch", other_id, exc_info=True)
     if len(pixels) == 1:
         return 0
-    encoded = embedder.prefill(pixels)
+    encoded = embedder.prefill(pixels, sizes)
     for other_id in taken:
         _prefilled[other_id] = None
     while len(_prefilled) > PREFILLED_MEMORY:

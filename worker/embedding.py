@@ -23,6 +23,11 @@ def image_key(pixels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def cache_key(pixels: np.ndarray, orig_hw: tuple[int, int]) -> str:
+    """The cache key of an image, and of the size its masks refer to when the pixels are a reduced copy."""
+    return image_key(pixels) + (f":{orig_hw[0]}x{orig_hw[1]}" if orig_hw != pixels.shape[:2] else "")
+
+
 @dataclass(frozen=True)
 class Embedding:
     """What SAM2ImagePredictor.set_image computes for one image."""
@@ -90,41 +95,51 @@ class Embedder:
         self.precision = precision
         self.encoder_calls = 0
 
-    def set_image(self, pixels: np.ndarray) -> bool:
-        """Make `pixels` the predictor's current image; True when the embedding came from the cache."""
-        key = image_key(pixels)
+    def set_image(self, pixels: np.ndarray, orig_hw: tuple[int, int] | None = None) -> bool:
+        """Make `pixels` the predictor's current image; True when the embedding came from the cache.
+
+        `orig_hw`: the size the prompts and masks refer to, when `pixels` is a reduced copy of the image
+        (the encoder sees 1024x1024 either way; masks come back at `orig_hw`).
+        """
+        orig_hw = orig_hw or tuple(pixels.shape[:2])
+        key = cache_key(pixels, orig_hw)
         entry = self.cache.get(key)
         if entry is None:
             with torch.inference_mode(), self.precision(), stage("encode"):
                 self.predictor.set_image(pixels)
             self.encoder_calls += 1
             features = self.predictor._features
-            entry = Embedding(features["image_embed"], tuple(features["high_res_feats"]), tuple(pixels.shape[:2]))
+            entry = Embedding(features["image_embed"], tuple(features["high_res_feats"]), orig_hw)
             self.cache.put(key, entry)
+            self.predictor._orig_hw = [orig_hw]
             return False
         self._restore(entry)
         return True
 
-    def prefill(self, images: list[np.ndarray]) -> int:
-        """Encode the images not yet cached in one batched call; returns how many were encoded."""
+    def prefill(self, images: list[np.ndarray], sizes: list[tuple[int, int]] | None = None) -> int:
+        """Encode the images not yet cached in one batched call; returns how many were encoded.
+
+        `sizes`: each image's original (height, width) when the arrays are reduced copies (see set_image).
+        """
         if self.cache.max_bytes <= 0:
             return 0  # nowhere to keep them
-        todo = {}
-        for pixels in images:
-            key = image_key(pixels)
+        todo, orig = {}, {}
+        for pixels, size in zip(images, sizes or [None] * len(images), strict=True):
+            size = size or tuple(pixels.shape[:2])
+            key = cache_key(pixels, size)
             if key not in self.cache and key not in todo:
-                todo[key] = pixels
+                todo[key], orig[key] = pixels, size
         if not todo:
             return 0
         with torch.inference_mode(), self.precision(), stage("encode"):
             self.predictor.set_image_batch(list(todo.values()))
         self.encoder_calls += 1
         features = self.predictor._features
-        for i, (key, pixels) in enumerate(todo.items()):
+        for i, key in enumerate(todo):
             # clone: a slice would keep the whole batch's storage alive in the cache
             entry = Embedding(features["image_embed"][i : i + 1].clone(),
                               tuple(f[i : i + 1].clone() for f in features["high_res_feats"]),
-                              tuple(pixels.shape[:2]))
+                              orig[key])
             self.cache.put(key, entry)
         self.predictor.reset_predictor()
         return len(todo)

@@ -9,6 +9,19 @@ from shared.fetch import fetch
 from shared.images import load_rgb
 from worker.runtime import Runtime
 
+MODEL_SIDE = 1024  # SAM 2 encodes 1024x1024; Grounding DINO resizes to 800 px (at most 1333)
+
+
+def model_view(image: Image.Image) -> Image.Image:
+    """What the models see: the image reduced by an integer factor while both sides stay >= 1024 px.
+
+    Both models shrink a large photo anyway; a box-filter reduction in Pillow first is cheap, and spares
+    the pixel hash, SAM 2's float tensor of the full image and Grounding DINO's resize. Masks and boxes
+    still come back in the full image's pixels.
+    """
+    factor = min(image.size) // MODEL_SIDE
+    return image.reduce(factor) if factor >= 2 else image
+
 
 def load_input(rt: Runtime, job: dict) -> Image.Image:
     """The job's image as displayed: fetched (URL) or read from storage, decoded, EXIF-oriented."""

@@ -12,6 +12,7 @@ from PIL import Image
 from shared.schemas import check_inside
 from worker import export, render
 from worker.embedding import Embedder
+from worker.inputs import model_view
 from worker.metrics import stage
 from worker.models.dino import Detector, detect
 
@@ -68,17 +69,18 @@ def _bounds(mask: np.ndarray) -> list[float] | None:
 def segment(embedder: Embedder, dino: Detector, image: Image.Image, params: dict[str, Any],
             limits: Thresholds) -> tuple[list[Object], bool]:
     """Objects for a text prompt, boxes, or clicks; and whether the embedding was cached."""
-    pixels = np.asarray(image)
+    view = model_view(image)  # large photos: a reduced copy for the models, answers in full-size pixels
+    pixels, full_hw = np.asarray(view), (image.height, image.width)
     predictor = embedder.predictor
     multimask = params.get("multimask")
     if params.get("prompt"):
         with stage("detect"):
-            found = detect(dino, image, params["prompt"], params.get("box_threshold", limits.box),
-                           params.get("text_threshold", limits.text))
+            found = detect(dino, view, params["prompt"], params.get("box_threshold", limits.box),
+                           params.get("text_threshold", limits.text), size=image.size)
         found = found[: min(params.get("max_objects", limits.max_objects), limits.max_objects)]
         if not found:
             return [], False
-        hit = embedder.set_image(pixels)
+        hit = embedder.set_image(pixels, full_hw)
         with embedder.precision(), stage("decode"):
             masks, scores, _ = predictor.predict(box=np.array([d.box for d in found], dtype=np.float32),
                                                  multimask_output=bool(multimask))
@@ -89,7 +91,7 @@ def segment(embedder: Embedder, dino: Detector, image: Image.Image, params: dict
 
     check_inside(params, image.width, image.height)
     points, labels, boxes = params.get("points", []), params.get("labels", []), params.get("boxes", [])
-    hit = embedder.set_image(pixels)
+    hit = embedder.set_image(pixels, full_hw)
     coords = np.array(points, dtype=np.float32) if points else None
     point_labels = np.array(labels, dtype=np.int32) if points else None
     if boxes:

@@ -12,7 +12,7 @@ from gateway.routes.views import job_view
 from gateway.services import services
 from gateway.submit import accept, prepare
 from shared.errors import error_from_record
-from shared.jobs import JobStatus, wait_for_terminal
+from shared.jobs import JobStatus
 from shared.schemas import SegmentRequest, parse_body
 
 bp = Blueprint("segment", __name__)
@@ -25,8 +25,8 @@ def sam_v2_image():
     svc = services()
     req = parse_body(SegmentRequest, request_body())
     item = prepare(svc, key, req, mode="sync")
-    accept(svc, key, [item], lambda jobs: (202, None), need_worker=True)  # capacity is checked after 4xx checks
-    job = wait_for_terminal(svc.redis, svc.jobs, item.job.id, svc.settings.sync_timeout_s) or {
+    _, _, accepted = accept(svc, key, [item], lambda jobs: (202, None), need_worker=True)  # capacity after 4xx
+    job = svc.waiter.wait(svc.jobs, item.job.id, svc.settings.sync_timeout_s) or {
         **item.job.__dict__, "status": "queued"}
     status = JobStatus(job["status"])
     if not status.terminal:
@@ -41,6 +41,8 @@ def sam_v2_image():
     output = next(iter(job["outputs"].values()))
     data = svc.storage.get(output["key"])
     headers = {"x-job-id": job["id"], "x-objects-found": str(job.get("objects_found", 0))}
+    if accepted.balance is not None:  # a success commits the reservation: the balance ACCEPT saw is final
+        headers["x-remaining-credits"] = str(accepted.balance)
     if req.base64:
         response = jsonify({"image": base64.b64encode(data).decode()})
         response.headers.update(headers)

@@ -110,9 +110,11 @@ def build_random_dino(folder: Path, arch: str = "test", seed: int = 0) -> None:
 
 @torch.inference_mode()
 def detect(
-    detector: Detector, image: Image.Image, prompt: str, box_threshold: float, text_threshold: float
+    detector: Detector, image: Image.Image, prompt: str, box_threshold: float, text_threshold: float,
+    size: tuple[int, int] | None = None,
 ) -> list[Detection]:
-    """Boxes for the phrases of a prompt, best first."""
+    """Boxes for the phrases of a prompt, best first, in pixels of `size` (width, height; default the image's)."""
+    width, height = size or image.size
     text = normalize_prompt(prompt)
     if not text:
         return []
@@ -123,13 +125,13 @@ def detect(
     outputs.logits, outputs.pred_boxes = outputs.logits.float(), outputs.pred_boxes.float()
     result = detector.processor.post_process_grounded_object_detection(
         outputs, input_ids=inputs["input_ids"], threshold=box_threshold, text_threshold=text_threshold,
-        target_sizes=[(image.height, image.width)],
+        target_sizes=[(height, width)],
     )[0]
     labels = result["text_labels"] if "text_labels" in result else result["labels"]  # older transformers
     phrases = [p.strip() for p in text.split(" .") if p.strip()]
     found = []
     for box, score, label in zip(result["boxes"].cpu().numpy(), result["scores"].cpu().numpy(), labels, strict=True):
-        x0, y0, x1, y1 = np.clip(box, 0, [image.width, image.height, image.width, image.height]).tolist()
+        x0, y0, x1, y1 = np.clip(box, 0, [width, height, width, height]).tolist()
         if x1 - x0 >= 1 and y1 - y0 >= 1:
             found.append(Detection(_phrase(str(label), phrases), float(score), (x0, y0, x1, y1)))
     return sorted(found, key=lambda d: d.score, reverse=True)

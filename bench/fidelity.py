@@ -1,0 +1,186 @@
+"""Fidelity guard: speed-ups must not change the answer.
+
+The same random-weight models run two ways on real photographs: through the official APIs, as the sam2
+README and the Grounded-SAM-2 demo call them (`SAM2ImagePredictor.set_image` + `predict`; transformers'
+processor + `post_process_grounded_object_detection`), and through the service's pipeline. In fp32 with a
+full decode the masks and boxes must be identical; each faster mode must keep mask IoU >= 0.99.
+
+Run: `python bench/fidelity.py [--preset tiny-random]` (prints the IoUs, writes bench/results/fidelity.json);
+tests/integration/test_fidelity.py asserts the same on tiny-random.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/fidelity.py` imports this checkout
+
+from sam2.sam2_image_predictor import SAM2ImagePredictor  # noqa: E402
+
+from shared.images import load_rgb  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+from tests.helpers import ASTRONAUT_PNG, CHELSEA_PNG, ROCKET_JPG  # noqa: E402
+from worker import pipeline  # noqa: E402
+from worker.embedding import Embedder, EmbeddingCache  # noqa: E402
+from worker.models.dino import normalize_prompt  # noqa: E402
+from worker.models.registry import DTYPES, Models, load_models, precision  # noqa: E402
+
+# Low thresholds so the random detector always proposes boxes; at most three objects per prompt.
+LIMITS = pipeline.Thresholds(box=0.0, text=0.0, max_objects=3)
+MAX_BYTES, MAX_PIXELS = 64 << 20, 100_000_000
+
+
+def cases(size: tuple[int, int]) -> dict[str, dict]:
+    """Prompts of every kind, in image pixels of a (width, height) image."""
+    w, h = size
+    return {
+        "one click": {"points": [[w // 2, h // 2]], "labels": [1], "boxes": []},
+        "two clicks, one negative": {"points": [[w // 3, h // 2], [2 * w // 3, h // 3]], "labels": [1, 0],
+                                     "boxes": []},
+        "boxes": {"points": [], "labels": [], "boxes": [[w * 0.1, h * 0.1, w * 0.6, h * 0.7],
+                                                        [w * 0.4, h * 0.3, w * 0.9, h * 0.9]]},
+        "text": {"prompt": "person . rocket . cat ."},
+    }
+
+
+def official(models: Models, image: Image.Image, params: dict) -> tuple[list[np.ndarray], list[list[float]]]:
+    """Masks (and boxes for text) straight from the official APIs, fp32, no cache."""
+    predictor = SAM2ImagePredictor(models.sam.model)
+    predictor.set_image(np.array(image.convert("RGB")))
+    boxes: list[list[float]] = []
+    if "prompt" in params:
+        dino = models.dino
+        inputs = dino.processor(images=image, text=normalize_prompt(params["prompt"]), return_tensors="pt")
+        with torch.no_grad():
+            outputs = dino.model(**inputs.to(dino.device))
+        found = dino.processor.post_process_grounded_object_detection(
+            outputs, input_ids=inputs["input_ids"], threshold=LIMITS.box, text_threshold=LIMITS.text,
+            target_sizes=[(image.height, image.width)])[0]
+        order = torch.argsort(found["scores"], descending=True)[: LIMITS.max_objects]
+        # The service clips detections to the image, as the demo's annotator does when it draws them.
+        limit = torch.tensor([image.width, image.height] * 2, dtype=found["boxes"].dtype)
+        clipped = torch.minimum(found["boxes"][order].clamp(min=0), limit)
+        boxes = clipped.tolist()
+        masks, _, _ = predictor.predict(box=clipped.numpy(), multimask_output=False)
+        return [m > 0 for m in masks.reshape(-1, *masks.shape[-2:])], boxes
+    if params["boxes"]:
+        box = np.array(params["boxes"], dtype=np.float32)
+        masks, _, _ = predictor.predict(box=box, multimask_output=False)
+        return [m > 0 for m in masks.reshape(-1, *masks.shape[-2:])], boxes
+    single = len(params["points"]) == 1  # one click: three candidates, keep the best (SAM's advice)
+    masks, scores, _ = predictor.predict(point_coords=np.array(params["points"], dtype=np.float32),
+                                         point_labels=np.array(params["labels"]), multimask_output=single)
+    return [masks[int(np.argmax(scores))] > 0], boxes
+
+
+@contextmanager
+def at_precision(models: Models, dtype: str) -> Iterator[Embedder]:
+    """A fresh embedder (its own cache) whose SAM 2 and Grounding DINO run at `dtype` (autocast, as SAMQ_DTYPE)."""
+    before = models.dino.precision
+    models.dino.precision = precision(models.device, DTYPES[dtype])
+    try:
+        yield Embedder(models.sam, EmbeddingCache(1 << 30), models.dino.precision)
+    finally:
+        models.dino.precision = before
+
+
+def service(models: Models, embedder: Embedder, image: Image.Image, params: dict) -> tuple[list[np.ndarray], list]:
+    """Masks and boxes through the service's pipeline."""
+    objects, _ = pipeline.segment(embedder, models.dino, image, params, LIMITS)
+    return [o.mask for o in objects], [o.box for o in objects] if "prompt" in params else []
+
+
+def iou(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    """Mask IoU over all objects (1.0 when both are empty)."""
+    if len(a) != len(b):
+        return 0.0
+    inter = sum(int((x & y).sum()) for x, y in zip(a, b, strict=True))
+    union = sum(int((x | y).sum()) for x, y in zip(a, b, strict=True))
+    return inter / union if union else 1.0
+
+
+PHOTOS = (ROCKET_JPG, ASTRONAUT_PNG, CHELSEA_PNG)
+
+
+def compare(models: Models, photos: tuple[Path, ...] = PHOTOS) -> dict[str, dict[str, float | bool]]:
+    """For each photo and prompt: identical in fp32? and the IoU of each faster mode against the reference."""
+    results: dict[str, dict[str, float | bool]] = {}
+    for photo in photos:
+        image = load_rgb(photo.read_bytes(), MAX_BYTES, MAX_PIXELS)
+        other = np.asarray(load_rgb(CHELSEA_PNG.read_bytes(), MAX_BYTES, MAX_PIXELS).transpose(Image.FLIP_LEFT_RIGHT))
+        for name, params in cases(image.size).items():
+            ref_masks, ref_boxes = official(models, image, params)
+            row: dict[str, float | bool] = {}
+            with at_precision(models, "fp32") as embedder:
+                masks, boxes = service(models, embedder, image, params)
+                row["identical_fp32"] = len(masks) == len(ref_masks) and all(
+                    np.array_equal(x, y) for x, y in zip(masks, ref_masks, strict=True)) and np.allclose(
+                    np.array(boxes, dtype=float), np.round(np.array(ref_boxes, dtype=float), 1), atol=0.051)
+                row["cache_hit"] = iou(service(models, embedder, image, params)[0], ref_masks)
+            with at_precision(models, "fp32") as embedder:
+                embedder.prefill([other, np.asarray(image)])  # encoded in a batch with another photo
+                row["batched"] = iou(service(models, embedder, image, params)[0], ref_masks)
+            with at_precision(models, "bf16") as embedder:
+                row["bf16"] = iou(service(models, embedder, image, params)[0], ref_masks)
+            row["objects"] = len(ref_masks)
+            row["mask_pixels"] = int(sum(m.sum() for m in ref_masks))
+            results[f"{photo.name}: {name}"] = row
+    return results
+
+
+def large_jpeg(photo: Path, scale: int = 5) -> bytes:
+    """A photo enlarged past 2x the models' 1024 px (so the pipeline reduces it), as a JPEG."""
+    image = load_rgb(photo.read_bytes(), MAX_BYTES, MAX_PIXELS)
+    buf = io.BytesIO()
+    image.resize((image.width * scale, image.height * scale), Image.LANCZOS).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def compare_reduced(models: Models, photos: tuple[Path, ...] = PHOTOS) -> dict[str, dict[str, float]]:
+    """Large photos: the pipeline's reduced model view vs the official calls on the full-size image."""
+    results = {}
+    for photo in photos:
+        image = load_rgb(large_jpeg(photo), MAX_BYTES, MAX_PIXELS)
+        for name, params in cases(image.size).items():
+            ref_masks, ref_boxes = official(models, image, params)
+            with at_precision(models, "fp32") as embedder:
+                masks, boxes = service(models, embedder, image, params)
+            row = {"size": f"{image.width}x{image.height}", "reduced_view": iou(masks, ref_masks)}
+            if ref_boxes:
+                row["max_box_shift_px"] = float(np.abs(np.array(boxes) - np.array(ref_boxes)).max())
+            results[f"{photo.name} x5: {name}"] = row
+    return results
+
+
+def main() -> None:
+    """Print the comparison table and record it."""
+    from common import record
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny-random")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        models = load_models(Settings(models=args.preset, model_dir=Path(tmp), device="cpu", dtype="fp32"))
+    results = compare(models)
+    print(f"{'case':<44} {'fp32 identical':>14} {'cache':>7} {'batched':>8} {'bf16':>7}")
+    for case, r in results.items():
+        print(f"{case:<44} {r['identical_fp32']!s:>14} {r['cache_hit']:7.4f} {r['batched']:8.4f} {r['bf16']:7.4f}")
+    reduced = compare_reduced(models)
+    for case, r in reduced.items():
+        print(f"{case:<44} {r['size']:>11}  reduced view IoU {r['reduced_view']:.4f}"
+              + (f"  boxes moved <= {r['max_box_shift_px']:.1f} px" if "max_box_shift_px" in r else ""))
+    record("fidelity", {"preset": args.preset, "cases": results, "reduced_view": reduced})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""GPU throughput: the service pipeline vs a Grounded-SAM-2-style loop, SAM 2.1-L + Grounding DINO-T, random weights.
+
+Run on a GPU machine (under 8 minutes on one GPU; no weights are downloaded):
+    python bench/gpu.py                       # table on stdout, JSON in bench/results/gpu.json
+    python bench/gpu.py --smoke               # tiny models and sizes on CPU (seconds): catches typos
+Modes, each on distinct images (the embedding cache never hits):
+  baseline   the Grounded-SAM-2 demo's way: fp32, eager, one image at a time, full decode, official APIs
+  fp32       the service's pipeline (decode, segment, render the overlay JPEG), fp32 eager, one image at a time
+  bf16       the same under bf16 autocast
+  bf16+compile   the same with the image encoder compiled (the service's SAMQ_COMPILE)
+  bf16+compile xB   B images encoded in one set_image_batch call, then each job's prompts and rendering
+for two workloads: points-only (two clicks) and text (Grounding DINO boxes -> SAM 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/gpu.py` imports this checkout
+
+from sam2.sam2_image_predictor import SAM2ImagePredictor  # noqa: E402
+
+from shared.images import load_rgb  # noqa: E402
+from shared.models import get_preset  # noqa: E402
+from shared.schemas import JobRequest, parse_body  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+from worker import pipeline  # noqa: E402
+from worker.embedding import Embedder, EmbeddingCache  # noqa: E402
+from worker.models.registry import DTYPES, Models, ensure_random_weights, load_models, precision  # noqa: E402
+
+PROMPT = "person . rocket ."
+MAX_BYTES, MAX_PIXELS = 64 << 20, 100_000_000
+
+
+@dataclass(frozen=True)
+class Config:
+    """Sizes of one run."""
+
+    preset: str
+    detector: str
+    device: str
+    size: tuple[int, int]  # width, height of the test images
+    n: int  # timed images per mode
+    warmup: int
+    batch: int
+    compile_backend: str
+    budget_s: float
+
+
+FULL = Config("random-large", "tiny", "cuda", (1024, 768), 64, 3, 8, "inductor", 420.0)
+SMOKE = Config("tiny-random", "tiny", "cpu", (160, 120), 1, 0, 2, "eager", 600.0)
+
+
+def photos(cfg: Config, count: int) -> list[bytes]:
+    """Distinct JPEGs at the configured size: real photos, shifted and tinted so no two images hash alike."""
+    from tests.helpers import ASTRONAUT_PNG, CHELSEA_PNG, ROCKET_JPG
+
+    sources = [np.asarray(Image.open(p).convert("RGB").resize(cfg.size)) for p in (ROCKET_JPG, ASTRONAUT_PNG,
+                                                                                    CHELSEA_PNG)]
+    out = []
+    for i in range(count):
+        pixels = np.roll(sources[i % 3], i, axis=1).astype(np.int16) + (i // 3) % 7
+        buf = io.BytesIO()
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def job_params(cfg: Config, text: bool) -> dict:
+    """What the gateway would hand the worker: two clicks, or a text prompt with up to 4 objects."""
+    w, h = cfg.size
+    body = {"image": "x", "prompt": PROMPT, "max_objects": 4, "box_threshold": 0.0, "text_threshold": 0.0} if text \
+        else {"image": "x", "coordinates": [[w // 2, h // 2], [w // 3, h // 3]]}
+    return parse_body(JobRequest, {**body, "outputs": ["overlay_jpeg"]}).params()
+
+
+def load(cfg: Config, model_dir: Path) -> Models:
+    """The service's models through its own loader (loaded once; precision and compile are set per mode)."""
+    return load_models(Settings(models=cfg.preset, detector=cfg.detector, model_dir=model_dir, device=cfg.device,
+                                dtype="fp32", embed_cache_mb=4096))
+
+
+_COMPILED: dict[torch.nn.Module, torch.nn.Module] = {}
+
+
+@contextmanager
+def mode(cfg: Config, models: Models, dtype: str, compiled: bool) -> Iterator[None]:
+    """Run under this precision (autocast, as SAMQ_DTYPE does), the image encoder compiled when asked."""
+    encoder = models.sam.model.image_encoder
+    models.embedder.precision = models.dino.precision = precision(cfg.device, DTYPES[dtype])
+    if compiled:  # as SAMQ_COMPILE does; compiled once per run, so later modes reuse the compiled graphs
+        if encoder not in _COMPILED:
+            kwargs = {"mode": "max-autotune", "dynamic": False} if cfg.compile_backend == "inductor" else {}
+            _COMPILED[encoder] = torch.compile(encoder, backend=cfg.compile_backend, **kwargs)
+        models.sam.model.image_encoder = _COMPILED[encoder]
+    try:
+        yield
+    finally:
+        models.sam.model.image_encoder = encoder
+
+
+def baseline_loop(models: Models, params: dict, limits: pipeline.Thresholds) -> Callable[[list[bytes]], None]:
+    """One image at a time, as the Grounded-SAM-2 demo writes it: official APIs, fp32, no cache, full decode."""
+    predictor = SAM2ImagePredictor(models.sam.model)  # a fresh predictor: no embedding cache in the way
+    dino = models.dino
+
+    def run(batch: list[bytes]) -> None:
+        for data in batch:
+            image = Image.open(io.BytesIO(data)).convert("RGB")
+            pixels = np.array(image)
+            predictor.set_image(pixels)
+            if "prompt" in params:
+                inputs = dino.processor(images=image, text=PROMPT, return_tensors="pt").to(dino.device)
+                with torch.no_grad():
+                    outputs = dino.model(**inputs)
+                found = dino.processor.post_process_grounded_object_detection(
+                    outputs, input_ids=inputs["input_ids"], threshold=limits.box, text_threshold=limits.text,
+                    target_sizes=[image.size[::-1]])[0]
+                boxes = found["boxes"][: limits.max_objects].cpu().numpy()
+                if not len(boxes):
+                    continue
+                masks, _, _ = predictor.predict(box=boxes, multimask_output=False)
+            else:
+                masks, _, _ = predictor.predict(point_coords=np.array(params["points"], dtype=np.float32),
+                                                point_labels=np.array(params["labels"]), multimask_output=False)
+            mask = masks.reshape(-1, *masks.shape[-2:]).any(axis=0)
+            pixels[mask] = pixels[mask] // 2 + np.array([15, 72, 127], dtype=np.uint8)
+            Image.fromarray(pixels).save(io.BytesIO(), "JPEG", quality=90)
+
+    return run
+
+
+def service_loop(models: Models, params: dict, limits: pipeline.Thresholds, batch_size: int
+                 ) -> Callable[[list[bytes]], None]:
+    """The worker's pipeline: decode once, (batch-)encode, segment, render the overlay JPEG."""
+    embedder = Embedder(models.sam, EmbeddingCache(4 << 30), models.embedder.precision)  # a fresh cache per mode
+
+    def run(batch: list[bytes]) -> None:
+        images = [load_rgb(data, MAX_BYTES, MAX_PIXELS) for data in batch]
+        if batch_size > 1:
+            embedder.prefill([np.asarray(i) for i in images])
+        for image in images:
+            pipeline.run(embedder, models.dino, image, params, limits)
+
+    return run
+
+
+def sync(device: str) -> None:
+    """Wait for queued GPU work (timings must include it)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(cfg: Config, run: Callable[[list[bytes]], None], images: list[bytes], batch: int) -> dict:
+    """Warm up, then time each chunk of `batch` images; a job's latency is its chunk's time."""
+    start = time.perf_counter()
+    for i in range(cfg.warmup):
+        run(images[i * batch:(i + 1) * batch] or images[:batch])
+    sync(cfg.device)
+    warmup_s = time.perf_counter() - start
+    timed = images[cfg.warmup * batch:]
+    if cfg.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    latencies = []
+    start = time.perf_counter()
+    for i in range(0, len(timed), batch):
+        t0 = time.perf_counter()
+        run(timed[i:i + batch])
+        sync(cfg.device)
+        latencies += [time.perf_counter() - t0] * len(timed[i:i + batch])
+    total = time.perf_counter() - start
+    ordered = sorted(latencies)
+    return {"images": len(timed), "images_per_s": round(len(timed) / total, 2),
+            "p50_ms": round(1000 * statistics.median(ordered), 1),
+            "p95_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1),
+            "warmup_s": round(warmup_s, 1),
+            "gpu_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cfg.device == "cuda" else None}
+
+
+MODES = (  # name, dtype, compiled, batched
+    ("baseline", "fp32", False, False),
+    ("fp32", "fp32", False, False),
+    ("bf16", "bf16", False, False),
+    ("bf16+compile", "bf16", True, False),
+    ("bf16+compile xB", "bf16", True, True),
+)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run every mode for both workloads within the time budget; print a table and write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny models and images on CPU")
+    parser.add_argument("--n", type=int, help="timed images per mode")
+    parser.add_argument("--batch", type=int, help="images per batched call")
+    parser.add_argument("--preset", help="SAM 2 preset (random-large: SAM 2.1-L at real size)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gpu.json")
+    args = parser.parse_args(argv)
+    cfg = SMOKE if args.smoke else FULL
+    cfg = replace(cfg, n=args.n or cfg.n, batch=args.batch or cfg.batch, preset=args.preset or cfg.preset)
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run with --smoke on a CPU")
+    began = time.perf_counter()
+    rows, skipped = [], []
+    with tempfile.TemporaryDirectory(prefix="samq-gpu-") as tmp:
+        model_dir = Path(tmp)
+        ensure_random_weights(get_preset(cfg.preset, cfg.detector), Settings(model_dir=model_dir))
+        models = load(cfg, model_dir)
+        for workload in ("points", "text"):
+            params = job_params(cfg, workload == "text")
+            limits = pipeline.Thresholds(0.0, 0.0, 4)
+            for name, dtype, compiled, batched in MODES:
+                if args.smoke and workload == "text" and name in ("fp32", "bf16"):
+                    continue  # the smoke run covers each code path once, not every combination
+                if time.perf_counter() - began > cfg.budget_s:
+                    skipped.append(f"{workload}/{name}")
+                    continue
+                batch = cfg.batch if batched else 1
+                images = photos(cfg, (cfg.warmup + -(-cfg.n // batch)) * batch)
+                with mode(cfg, models, dtype, compiled):
+                    loop = baseline_loop(models, params, limits) if name == "baseline" else \
+                        service_loop(models, params, limits, batch)
+                    result = measure(cfg, loop, images, batch)
+                rows.append({"workload": workload, "mode": name.replace("xB", f"x{cfg.batch}"), "batch": batch,
+                             **result})
+                if cfg.device == "cuda":
+                    torch.cuda.empty_cache()
+    for workload in ("points", "text"):
+        base = next((r for r in rows if r["workload"] == workload and r["mode"] == "baseline"), None)
+        for row in rows:
+            if base and row["workload"] == workload:
+                row["vs_baseline"] = round(row["images_per_s"] / base["images_per_s"], 2)
+    device = torch.cuda.get_device_name() if cfg.device == "cuda" else "cpu"
+    report = {"device": device, "preset": cfg.preset, "detector": cfg.detector, "image_size": list(cfg.size),
+              "torch": torch.__version__, "seconds": round(time.perf_counter() - began, 1), "rows": rows,
+              "skipped": skipped}
+    print(f"{cfg.preset} + grounding-dino-{cfg.detector} on {device}, {cfg.size[0]}x{cfg.size[1]} images, "
+          f"{report['seconds']} s")
+    print(f"{'workload':<8} {'mode':<18} {'img/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'x base':>7} {'GiB':>6}")
+    for r in rows:
+        print(f"{r['workload']:<8} {r['mode']:<18} {r['images_per_s']:>8} {r['p50_ms']:>8} {r['p95_ms']:>8} "
+              f"{r.get('vs_baseline', ''):>7} {r['gpu_mem_gib'] if r['gpu_mem_gib'] is not None else '-':>6}")
+    if skipped:
+        print("skipped (time budget):", ", ".join(skipped))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
