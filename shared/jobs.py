@@ -488,22 +488,3 @@ def _decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
         else:
             record[key] = value
     return record
-
-
-def wait_for_terminal(client: redis.Redis, store: JobStore, job_id: str, timeout_s: float) -> dict[str, Any]:
-    """Block until the job is terminal or the timeout passes; returns the latest record."""
-    deadline = time.monotonic() + timeout_s
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(names.job_done(job_id))
-    try:
-        while True:
-            # Checked after subscribing, so a completion published before we listened is not missed.
-            job = store.get(job_id)
-            if job is None or JobStatus(job["status"]).terminal:
-                return job
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return job
-            pubsub.get_message(timeout=min(left, 1.0))
-    finally:
-        pubsub.close()
