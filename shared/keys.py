@@ -14,6 +14,21 @@ from shared.credits import Credits
 
 KEY_PREFIX = "sk_"
 
+AUTHENTICATE = """
+-- Look up a key and count its request against the rate limit, in one round trip.
+-- KEYS[1] key hash  KEYS[2] credit balance  KEYS[3] request counter of this minute
+-- ARGV[1] counter ttl (s; 0 = no rate limit, nothing counted)
+-- Returns {} for an unknown key, else {name, created, disabled, credits, requests this minute}
+local key = redis.call('HMGET', KEYS[1], 'name', 'created', 'disabled')
+if not key[2] then return {} end
+local count = 0
+if tonumber(ARGV[1]) > 0 and key[3] ~= '1' then
+  count = redis.call('INCR', KEYS[3])
+  if count == 1 then redis.call('EXPIRE', KEYS[3], ARGV[1]) end
+end
+return {key[1] or '', key[2], key[3] or '0', redis.call('GET', KEYS[2]) or '0', count}
+"""
+
 
 def hash_key(raw: str) -> str:
     """The key id: SHA-256 of the raw key, hex."""
@@ -37,6 +52,7 @@ class KeyStore:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.credits = Credits(client)
+        self._authenticate = client.register_script(AUTHENTICATE)
 
     def create(self, credits: int, name: str = "") -> str:
         """Make a new key with a starting balance; returns the raw key (shown once)."""
@@ -64,6 +80,22 @@ class KeyStore:
     def lookup(self, raw: str) -> ApiKey | None:
         """Find a key by its raw value."""
         return self.get(hash_key(raw))
+
+    def authenticate(self, raw: str, rate_window: int | None) -> tuple[ApiKey | None, int]:
+        """Find a key by its raw value and count this request in `rate_window` (a minute number; None: no limit).
+
+        Returns the key (None when unknown) and its requests in that minute (0 when not counted).
+        """
+        key_id = hash_key(raw)
+        counter = names.rate(key_id, rate_window or 0)
+        found = self._authenticate(keys=[names.api_key(key_id), names.credits(key_id), counter],
+                                   args=[120 if rate_window is not None else 0])
+        if not found:
+            return None, 0
+        name, created, disabled, credits, count = found
+        key = ApiKey(key_id=key_id, name=name.decode(), created=float(created), disabled=disabled == b"1",
+                     credits=int(credits))
+        return key, int(count)
 
     def disable(self, key_id: str) -> bool:
         """Disable a key; False when it does not exist."""

@@ -31,3 +31,18 @@ def test_workers_are_alive_for_three_heartbeats(rclient):
     assert sorted(workers.alive(rclient, heartbeat_s=5.0)) == ["a@host", "old@host"]
     workers.retire(rclient, "a@host")
     assert workers.alive(rclient, heartbeat_s=1.0) == []
+
+
+def test_authenticate_looks_up_and_counts_in_one_step(keys, rclient):
+    raw = keys.create(7, "bob")
+    key, count = keys.authenticate(raw, rate_window=100)
+    assert (key.name, key.credits, key.disabled, count) == ("bob", 7, False, 1)
+    assert keys.authenticate(raw, rate_window=100)[1] == 2
+    assert keys.authenticate(raw, rate_window=101)[1] == 1  # a new minute starts again
+    assert 0 < rclient.ttl(names.rate(hash_key(raw), 100)) <= 120
+    assert keys.authenticate(raw, rate_window=None)[1] == 0  # no limit: nothing counted
+    assert keys.authenticate(raw + "x", rate_window=100) == (None, 0)
+    assert not rclient.exists(names.rate(hash_key(raw + "x"), 100))  # unknown keys leave no counter
+    keys.disable(hash_key(raw))
+    key, count = keys.authenticate(raw, rate_window=100)
+    assert key.disabled and count == 0
