@@ -92,7 +92,7 @@ def test_sdk_segments_paths_bytes_pil_images_and_urls(stack, image_host):
 
 
 def test_sdk_submit_wait_result_and_named_errors(stack, image_host):
-    key = stack.new_key(5)
+    key = stack.new_key(9)
     client = Client(stack.url, key)
     job = client.submit(ROCKET_JPG, prompt="rocket", outputs=["mask_png"], metadata={"who": "sdk"})
     assert job.status in ("queued", "running") and job.id
@@ -113,15 +113,19 @@ def test_sdk_submit_wait_result_and_named_errors(stack, image_host):
         client.get("no-such-job")
     with pytest.raises(samq_client.Unauthorized):
         Client(stack.url, "sk_wrong").credits()
-    assert client.credits().credits == 4  # one success paid; the failure refunded; bad input free
+    assert client.credits().credits == 8  # one success paid; the failure refunded; bad input free
     # A retried submit (same Idempotency-Key) is the same job, paid once; a queued job cancels and is refunded.
     first = client.submit(ROCKET_JPG, points=[(10, 10)], outputs=["json"], idempotency_key="sdk-job-1")
     assert client.submit(ROCKET_JPG, points=[(10, 10)], outputs=["json"], idempotency_key="sdk-job-1").id == first.id
+    # A job canceled while queued is refunded at once; the worker is kept busy with a text prompt on a batch of
+    # normal jobs first, so the low one behind them is still waiting.
+    ahead = client.submit_batch([{"image": ROCKET_JPG, "prompt": "rocket"} for _ in range(3)])
     second = client.submit(ROCKET_JPG, points=[(20, 20)], outputs=["json"], priority="low")
-    assert client.cancel(second).status == "canceled"  # the one worker is busy with `first`
+    assert client.cancel(second).status == "canceled"
     with pytest.raises(samq_client.NotCancelable):
         client.cancel(second)
-    assert client.wait(first, timeout_s=60).succeeded and client.credits().credits == 3
+    assert client.wait(first, timeout_s=60).succeeded
+    assert client.wait_batch(ahead, timeout_s=120).done and client.credits().credits == 4
 
 
 def test_cli_segment_jobs_show_and_credits(stack, tmp_path):
@@ -174,7 +178,10 @@ def test_cli_batch_interrupted_then_resumed_pays_once(stack, tmp_path):
     args = ("batch", str(folder), "--prompt", "object", "-o", str(out), "--outputs", "overlay_jpeg,json",
             "--chunk-size", "2", "--poll", "0.2")
     env = {**os.environ, "SAMQ_URL": stack.url, "SAMQ_API_KEY": key, "PYTHONPATH": str(CLIENT_DIR)}
-    proc = subprocess.Popen([sys.executable, "-m", "samq_client.cli", *args], env=env, stdout=subprocess.PIPE,
+    # The first run polls slowly, so on a fast machine Ctrl-C still lands before its results are collected
+    # (the poll interval is not part of the chunks' idempotency keys).
+    first = (*args[:-1], "3")
+    proc = subprocess.Popen([sys.executable, "-m", "samq_client.cli", *first], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
     def submitted():

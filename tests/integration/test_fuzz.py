@@ -20,7 +20,9 @@ CONFIG = Path(__file__).parent / "schemathesis.toml"
 def test_schemathesis_finds_no_server_error_and_no_mismatch(stack, tmp_path):
     # A second gateway on the stack's Redis (its worker serves both) without the per-key rate limit, so the
     # fuzzer's cases reach the routes' logic instead of mostly answering 429.
-    fuzz = Stack({**stack.env, "SAMQ_PORT": str(free_port()), "SAMQ_RATE_LIMIT_PER_MIN": "0"}, stack.logs)
+    # Its own metrics folder: a gunicorn clears its folder when it starts, which would wipe the main gateway's.
+    fuzz = Stack({**stack.env, "SAMQ_PORT": str(free_port()), "SAMQ_RATE_LIMIT_PER_MIN": "0",
+                  "SAMQ_METRICS_DIR": str(tmp_path / "metrics")}, stack.logs)
     fuzz.start_gateway()
     try:
         key = fuzz.new_key(10)
