@@ -31,7 +31,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH \
     SAMQ_HOST=0.0.0.0 \
-    GUNICORN_CMD_ARGS="--workers 2 --threads 16"
+    GUNICORN_CMD_ARGS="--workers 2 --threads 64"
 RUN groupadd --system --gid 10001 samq \
  && useradd --system --uid 10001 --gid samq --create-home --home-dir /home/samq --shell /usr/sbin/nologin samq
 COPY --from=build /opt/venv /opt/venv

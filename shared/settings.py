@@ -18,7 +18,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Gateway bind address")
     port: int = Field(8000, ge=1, le=65535, description="Gateway port")
     gateway_workers: int = Field(2, ge=1, description="gunicorn worker processes")
-    gateway_threads: int = Field(16, ge=1, description="threads per gunicorn worker (sync calls wait)")
+    gateway_threads: int = Field(64, ge=1, description="threads per gunicorn worker (a waiting drop-in call holds one)")
 
     # Redis and the broker
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for keys, credits and jobs")

@@ -20,6 +20,7 @@ import requests
 from gateway.supervisor import gateway_command, webhook_command, worker_command
 from shared import names, workers
 from shared.keys import KeyStore, hash_key
+from shared.queue import make_celery
 from shared.settings import Settings
 from shared.storage import make_storage
 from tests.conftest import REDIS_HOST, REDIS_PORT
@@ -99,6 +100,19 @@ class Stack:
     def worker_metrics(self, name: str) -> str:
         """A worker's /metrics page."""
         return requests.get(f"http://127.0.0.1:{self.metrics_ports[name]}/metrics", timeout=10).text
+
+    @contextmanager
+    def paused(self, name: str = "w1") -> Iterator[None]:
+        """Worker `name` stops taking jobs (its process and heartbeat go on), then takes them again."""
+        host = next(h for h in workers.alive(self.redis, 60) if h.startswith(f"{name}@"))
+        control = make_celery(self.settings).control
+        for queue in names.INFER_QUEUES:
+            control.cancel_consumer(queue, destination=[host], reply=True, timeout=10)
+        try:
+            yield
+        finally:
+            for queue in names.INFER_QUEUES:
+                control.add_consumer(queue, destination=[host], reply=True, timeout=10)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Kill one process outright (no cleanup: the fault under test)."""

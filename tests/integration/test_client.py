@@ -117,15 +117,13 @@ def test_sdk_submit_wait_result_and_named_errors(stack, image_host):
     # A retried submit (same Idempotency-Key) is the same job, paid once; a queued job cancels and is refunded.
     first = client.submit(ROCKET_JPG, points=[(10, 10)], outputs=["json"], idempotency_key="sdk-job-1")
     assert client.submit(ROCKET_JPG, points=[(10, 10)], outputs=["json"], idempotency_key="sdk-job-1").id == first.id
-    # A job canceled while queued is refunded at once; the worker is kept busy with a text prompt on a batch of
-    # normal jobs first, so the low one behind them is still waiting.
-    ahead = client.submit_batch([{"image": ROCKET_JPG, "prompt": "rocket"} for _ in range(3)])
-    second = client.submit(ROCKET_JPG, points=[(20, 20)], outputs=["json"], priority="low")
-    assert client.cancel(second).status == "canceled"
+    assert client.wait(first, timeout_s=60).succeeded
+    with stack.paused("w1"):  # a job canceled while it is still queued is refunded at once
+        second = client.submit(ROCKET_JPG, points=[(20, 20)], outputs=["json"], priority="low")
+        assert client.cancel(second).status == "canceled"
     with pytest.raises(samq_client.NotCancelable):
         client.cancel(second)
-    assert client.wait(first, timeout_s=60).succeeded
-    assert client.wait_batch(ahead, timeout_s=120).done and client.credits().credits == 4
+    assert client.credits().credits == 7
 
 
 def test_cli_segment_jobs_show_and_credits(stack, tmp_path):
@@ -178,19 +176,17 @@ def test_cli_batch_interrupted_then_resumed_pays_once(stack, tmp_path):
     args = ("batch", str(folder), "--prompt", "object", "-o", str(out), "--outputs", "overlay_jpeg,json",
             "--chunk-size", "2", "--poll", "0.2")
     env = {**os.environ, "SAMQ_URL": stack.url, "SAMQ_API_KEY": key, "PYTHONPATH": str(CLIENT_DIR)}
-    # The first run polls slowly, so on a fast machine Ctrl-C still lands before its results are collected
-    # (the poll interval is not part of the chunks' idempotency keys).
-    first = (*args[:-1], "3")
-    proc = subprocess.Popen([sys.executable, "-m", "samq_client.cli", *first], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
     def submitted():
         state = json.loads((out / STATE_FILE).read_text())
         return any(chunk["batch_id"] for chunk in state["chunks"])
 
-    wait_until(submitted, 60, "the first chunk to be submitted", interval_s=0.02)
-    proc.send_signal(signal.SIGINT)  # Ctrl-C
-    _, stderr = proc.communicate(timeout=60)
+    # The worker takes nothing during the first run, so Ctrl-C lands before any result, however fast it is.
+    with stack.paused("w1"):
+        proc = subprocess.Popen([sys.executable, "-m", "samq_client.cli", *args], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        wait_until(submitted, 60, "the first chunk to be submitted", interval_s=0.02)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "run the same command again" in stderr
     state = json.loads((out / STATE_FILE).read_text())
