@@ -182,8 +182,11 @@ def test_cli_batch_interrupted_then_resumed_pays_once(stack, tmp_path):
 
     # The worker takes nothing during the first run, so Ctrl-C lands before any result, however fast it is.
     with stack.paused("w1"):
+        # SIGINT as a terminal's Ctrl-C sends it: a suite run in the background starts its children with SIGINT
+        # ignored, and Python then installs no KeyboardInterrupt handler.
         proc = subprocess.Popen([sys.executable, "-m", "samq_client.cli", *args], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         wait_until(submitted, 60, "the first chunk to be submitted", interval_s=0.02)
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         _, stderr = proc.communicate(timeout=60)
