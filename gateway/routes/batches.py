@@ -6,13 +6,13 @@ from flask import Blueprint, jsonify, request
 
 from gateway.auth import authenticate
 from gateway.body import request_body
-from gateway.routes.jobs import answer_json, idempotency_key
+from gateway.routes.jobs import answer_json, gone, idempotency_key
 from gateway.services import services
 from gateway.submit import accept, fingerprint, prepare_batch
 from shared import batches
-from shared.errors import Expired, InvalidRequest, NotFound
+from shared.errors import InvalidRequest
 from shared.fetch import check_url
-from shared.jobs import Cancel, NewJob, id_age_s, new_id, now_iso
+from shared.jobs import Cancel, NewJob, new_id, now_iso
 from shared.schemas import BatchRequest, parse_body
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
@@ -24,15 +24,10 @@ def _base_url() -> str:
 
 
 def own_batch(batch_id: str, key_id: str) -> dict:
-    """The caller's batch, or 404 (another key's batch is indistinguishable from none; old ones say so)."""
-    svc = services()
-    batch = batches.get_batch(svc.redis, batch_id)
+    """The caller's batch, or 404."""
+    batch = batches.get_batch(services().redis, batch_id)
     if batch is None or batch.get("key_id") != key_id:
-        age = id_age_s(batch_id) if batch is None else None
-        if age is not None and age > svc.settings.retention_s:
-            raise Expired(f"batch {batch_id} has expired: batches are kept {svc.settings.retention_s} s "
-                          "after their last job ends")
-        raise NotFound(f"no batch {batch_id}")
+        raise gone("batch", batch_id)
     return batch
 
 

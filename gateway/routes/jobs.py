@@ -9,7 +9,7 @@ from gateway.body import request_body
 from gateway.routes.views import job_view, new_job_view
 from gateway.services import services
 from gateway.submit import accept, fingerprint, prepare
-from shared.errors import Expired, InvalidRequest, NoResult, NotCancelable, NotFinished, NotFound
+from shared.errors import Expired, InvalidRequest, NoResult, NotCancelable, NotFinished, NotFound, SamqError
 from shared.jobs import Accepted, Cancel, JobStatus, id_age_s
 from shared.schemas import JobRequest, parse_body
 
@@ -40,15 +40,20 @@ def answer_json(status: int, body: dict, accepted: Accepted) -> Response:
     return response
 
 
+def gone(kind: str, record_id: str) -> SamqError:
+    """404 for a missing or another key's job or batch (indistinguishable); one older than retention expired."""
+    retention = services().settings.retention_s
+    age = id_age_s(record_id)
+    if age is not None and age > retention:
+        return Expired(f"{kind} {record_id} has expired: {kind}s are kept {retention} s after they end")
+    return NotFound(f"no {kind} {record_id}")
+
+
 def own_job(job_id: str, key_id: str) -> dict:
-    """The caller's job, or 404 (another key's job is indistinguishable from none; old ones say they expired)."""
+    """The caller's job, or 404."""
     job = services().jobs.get(job_id)
     if job is None or job.get("key_id") != key_id:
-        age = id_age_s(job_id) if job is None else None
-        if age is not None and age > services().settings.retention_s:
-            raise Expired(f"job {job_id} has expired: jobs are kept {services().settings.retention_s} s "
-                          "after they finish")
-        raise NotFound(f"no job {job_id}")
+        raise gone("job", job_id)
     return job
 
 
