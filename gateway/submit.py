@@ -88,7 +88,7 @@ def accept(svc: Services, key: ApiKey, items: Sequence[Prepared], answer: Callab
     idem = Idempotency(idem_key, body_fingerprint, status, json.dumps(body)) if idem_key else None
     limits = Limits(
         workers_since=time.time() - 3 * s.worker_heartbeat_s if need_worker else None,
-        max_queued=s.max_queued, max_active_per_key=s.max_unfinished_per_key, retry_after_s=5,
+        max_queued=s.max_queued, max_active_per_key=s.max_unfinished_per_key,
     )
     _store_inputs(svc, items)
     try:
@@ -143,10 +143,9 @@ def _drop_inputs(svc: Services, items: Sequence[Prepared]) -> None:
                 log.warning("could not delete %s", item.job.input_key)
 
 
-def prepare_batch(svc: Services, key: ApiKey, items: Any, batch_id: str, priority: str | None) -> list[Prepared]:
-    """Validate every item of a batch; the first bad one raises a 4xx error naming `items[i]`."""
-    if not isinstance(items, list) or not items:
-        raise InvalidRequest("'items': expected a non-empty list of job bodies")
+def prepare_batch(svc: Services, key: ApiKey, items: list[Any], batch_id: str,
+                  priority: str | None) -> list[Prepared]:
+    """Validate every item of a batch (a non-empty list: BatchRequest); the first bad one is a 4xx naming it."""
     limit = svc.settings.max_batch_items
     if len(items) > limit:
         raise InvalidRequest(f"'items': a batch holds at most {limit} jobs; this one has {len(items)}")

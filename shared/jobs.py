@@ -70,7 +70,7 @@ ACCEPT = """
 -- KEYS[1] key hash  KEYS[2] credit balance  KEYS[3] idempotency record  KEYS[4] stats  KEYS[5] unsent set
 -- KEYS[6] workers set  KEYS[7] active count of the key  KEYS[8] batch hash  KEYS[9] batch job list
 -- KEYS[10..12] waiting sets (high, normal, low)  KEYS[13..] per job: job hash, hold, params (3 keys each)
--- ARGV[1] now (epoch s)  ARGV[2] cost per job  ARGV[3] waiting set index (1..3) of the jobs
+-- ARGV[1] now (epoch s)  ARGV[2] cost per job  ARGV[3] per job, the index (1..3) of its waiting set, one digit each
 -- ARGV[4] idempotency fingerprint ('' = no idempotency key)  ARGV[5] idempotency ttl (s)
 -- ARGV[6] answer status  ARGV[7] answer body  ARGV[8] need a worker heard since (epoch s; '' = no check)
 -- ARGV[9] most jobs queued in all (0 = no bound)  ARGV[10] most unfinished jobs per key (0 = no bound)
@@ -102,7 +102,6 @@ local active = tonumber(redis.call('GET', KEYS[7]) or '0')
 if tonumber(ARGV[10]) > 0 and active + n > tonumber(ARGV[10]) then return {-5, active} end
 balance = redis.call('DECRBY', KEYS[2], cost)
 redis.call('INCRBY', KEYS[7], n)
-local waiting = KEYS[9 + tonumber(ARGV[3])]
 local now = tonumber(ARGV[1])
 for i = 1, n do
   local fields = cjson.decode(ARGV[10 + 2 * i])
@@ -110,6 +109,7 @@ for i = 1, n do
   for k, v in pairs(fields) do redis.call('HSET', job, k, v) end
   redis.call('SET', KEYS[12 + 3 * i], ARGV[11 + 2 * i])
   redis.call('SET', hold, ARGV[2])  -- no TTL: deleted when the job is settled, however long that takes
+  local waiting = KEYS[9 + tonumber(string.sub(ARGV[3], i, i))]
   redis.call('ZADD', waiting, now + i * 1e-6, fields['id'])  -- before the publish, so START always finds it
   redis.call('ZADD', KEYS[5], now, fields['id'])
   if ARGV[11] ~= '' then redis.call('RPUSH', KEYS[9], fields['id']) end
@@ -342,7 +342,7 @@ class JobStore:
 
     def accept(self, jobs: list[NewJob], idem: Idempotency | None = None, batch: dict[str, Any] | None = None,
                limits: Limits | None = None) -> Accepted:
-        """Reserve credits and record `jobs` (one queue, one key) in one step; raises, changing nothing."""
+        """Reserve credits and record `jobs` (all of one key) in one step; raises, changing nothing."""
         limits = limits or Limits()
         first = jobs[0]
         keys = [names.api_key(first.key_id), names.credits(first.key_id),
@@ -350,7 +350,7 @@ class JobStore:
                 names.STATS, names.UNSENT, names.WORKERS, names.active(first.key_id),
                 names.batch(first.batch_id or ""), names.batch_jobs(first.batch_id or ""),
                 *(names.waiting(q) for q in names.INFER_QUEUES)]
-        args: list[Any] = [time.time(), first.cost, _QUEUE_INDEX[first.queue],
+        args: list[Any] = [time.time(), first.cost, "".join(str(_QUEUE_INDEX[job.queue]) for job in jobs),
                            idem.fingerprint if idem else "", IDEMPOTENCY_TTL_S,
                            idem.status if idem else 0, idem.body if idem else "",
                            "" if limits.workers_since is None else limits.workers_since,

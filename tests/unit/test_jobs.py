@@ -152,6 +152,17 @@ def test_waiting_jobs_are_peeked_in_priority_order_and_leave_when_started(store,
     assert [ids[i] for i in store.peek_waiting(names.INFER_QUEUES, 10)] == ["h1", "n2", "l1"]
 
 
+def test_a_batch_of_mixed_priorities_waits_in_each_jobs_own_queue(store, rclient):
+    key_id = make_key(rclient, 5)
+    batch_id = new_id()
+    jobs = [*new_jobs(key_id, priority="low", batch_id=batch_id), *new_jobs(key_id, priority="high", batch_id=batch_id)]
+    store.accept(jobs, batch={"id": batch_id, "key_id": key_id})
+    for job in jobs:
+        assert rclient.zscore(names.waiting(job.queue), job.id) is not None
+        store.start(store.get(job.id), 3)
+    assert waiting(rclient) == set()
+
+
 def test_unsent_jobs_are_claimed_once_and_only_when_old(store, rclient):
     [job] = new_jobs(make_key(rclient, 5))
     store.accept([job])
