@@ -10,6 +10,8 @@ from samq_client.errors import (
     InsufficientCredits,
     InvalidRequest,
     JobFailed,
+    MethodNotAllowed,
+    ModelsMissing,
     NoCapacity,
     NoResult,
     NotCancelable,
@@ -22,9 +24,13 @@ from samq_client.errors import (
     TooLarge,
     TooManyJobs,
     Unauthorized,
+    Unavailable,
     UndecodableImage,
+    UnsupportedImage,
+    UnsupportedMediaType,
     UrlNotAllowed,
     WaitTimeout,
+    WebhookDisabled,
     WebhookVerificationError,
 )
 from samq_client.models import Batch, BatchCounts, Credits, Job, JobRef, Segmentation, SegmentObject
@@ -32,9 +38,10 @@ from samq_client.webhooks import verify_webhook
 
 __all__ = [
     "Batch", "BatchCounts", "Client", "Conflict", "ConnectionFailed", "Credits", "Expired", "FetchFailed",
-    "IdempotencyMismatch", "InsufficientCredits", "InvalidRequest", "Job", "JobFailed", "JobRef", "NoCapacity",
-    "NoResult", "NotCancelable", "NotFinished", "NotFound", "QueueFull", "RateLimited", "SamqError",
-    "SegmentObject", "Segmentation", "ServerError", "TooLarge", "TooManyJobs", "Unauthorized", "UndecodableImage",
-    "UrlNotAllowed", "WaitTimeout", "WebhookVerificationError",
+    "IdempotencyMismatch", "InsufficientCredits", "InvalidRequest", "Job", "JobFailed", "JobRef",
+    "MethodNotAllowed", "ModelsMissing", "NoCapacity", "NoResult", "NotCancelable", "NotFinished", "NotFound",
+    "QueueFull", "RateLimited", "SamqError", "SegmentObject", "Segmentation", "ServerError", "TooLarge",
+    "TooManyJobs", "Unauthorized", "Unavailable", "UndecodableImage", "UnsupportedImage", "UnsupportedMediaType",
+    "UrlNotAllowed", "WaitTimeout", "WebhookDisabled", "WebhookVerificationError",
     "encode_image", "job_body", "verify_webhook",
 ]

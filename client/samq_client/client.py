@@ -105,6 +105,12 @@ class Client:
         first answer and charges once. A call that is not idempotent is only retried when the server cannot
         have acted on it: it could not be reached, or it answered 429/503 (refused, nothing charged).
         """
+        return self._send(method, path, json=json, params=params, headers=headers, idempotent=idempotent)
+
+    def _send(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
+              headers: Mapping[str, str] | None = None, idempotent: bool = True,
+              lost: list[requests.RequestException] | None = None) -> requests.Response:
+        """`request`; `lost` collects the failures after which the call was resent though it may have arrived."""
         sent = {"x-api-key": self.api_key} if self.api_key else {}
         sent.update(headers or {})
         for attempt in range(self.max_retries + 1):
@@ -115,6 +121,8 @@ class Client:
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if last or (not idempotent and _maybe_sent(exc)):
                     raise errors.ConnectionFailed(f"{method} {self.url}{path}: {exc}") from exc
+                if lost is not None and _maybe_sent(exc):
+                    lost.append(exc)
                 time.sleep(self._delay(attempt, None))
                 continue
             if response.status_code in RETRY_STATUSES and not last:
@@ -175,8 +183,24 @@ class Client:
         return self.request("GET", f"/v1/jobs/{_ref(job)}/result", params=params).content
 
     def cancel(self, job: Job | str) -> Job:
-        """Cancel a queued or running job (its credit is refunded)."""
-        return Job.from_dict(self.request("POST", f"/v1/jobs/{_ref(job)}/cancel").json())
+        """Cancel a queued or running job (its credit is refunded); raises NotCancelable if it had already ended.
+
+        A cancel whose answer was lost (a read timeout, a dropped connection) is resent. If the first one reached
+        the server and canceled the job, the resend is answered 409 not_cancelable: the job is then read back,
+        and a canceled job is the success it is, not an error.
+        """
+        job_id = _ref(job)
+        lost: list[requests.RequestException] = []
+        try:
+            response = self._send("POST", f"/v1/jobs/{job_id}/cancel", lost=lost)
+        except errors.NotCancelable:
+            if not lost:
+                raise
+            current = self.get(job_id)
+            if current.status != "canceled":
+                raise
+            return current
+        return Job.from_dict(response.json())
 
     def segment(self, image: Image, prompt: str | list[str] | None = None, points: Iterable[Point] | None = None,
                 negative_points: Iterable[Point] | None = None, boxes: Iterable[Sequence[float]] | None = None,
@@ -227,7 +251,7 @@ class Client:
             item["image"] = encode_image(item["image"])
         return item
 
-    def get_batch(self, batch: Batch | str, cursor: str | None = None, limit: int | None = None) -> Batch:
+    def get_batch(self, batch: Batch | str, cursor: int | None = None, limit: int | None = None) -> Batch:
         """One page of a batch's status (`jobs` from `cursor`, at most `limit`)."""
         params = {k: v for k, v in (("cursor", cursor), ("limit", limit)) if v is not None}
         return Batch.from_dict(self.request("GET", f"/v1/batches/{_ref(batch)}", params=params or None).json())
@@ -236,7 +260,7 @@ class Client:
         """A batch's status with every job, all pages read."""
         page = self.get_batch(batch, limit=1000)
         jobs = list(page.jobs)
-        while page.next_cursor:
+        while page.next_cursor is not None:
             page = self.get_batch(batch, cursor=page.next_cursor, limit=1000)
             jobs.extend(page.jobs)
         return Batch.from_dict({**page.raw, "jobs": [{"id": j.id, "status": j.status} for j in jobs],

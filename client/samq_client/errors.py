@@ -37,6 +37,16 @@ class NotFound(SamqError):
     code = "not_found"
 
 
+class MethodNotAllowed(SamqError):
+    """The route exists but not with this HTTP method (405; the answer's Allow header lists those it takes)."""
+
+    code = "method_not_allowed"
+
+
+class UnsupportedMediaType(SamqError):
+    code = "unsupported_media_type"
+
+
 class InsufficientCredits(SamqError):
     code = "insufficient_credits"
 
@@ -55,12 +65,24 @@ class NoResult(Conflict):
     code = "no_result"
 
 
+class WebhookDisabled(Conflict):
+    """A redelivery to a webhook URL that was disabled after it answered 410 (enable it again first)."""
+
+    code = "webhook_disabled"
+
+
 class TooLarge(SamqError):
     code = "too_large"
 
 
 class UndecodableImage(SamqError):
     code = "undecodable_image"
+
+
+class UnsupportedImage(InvalidRequest):
+    """A whole image the service does not take: animated, or one side over 100 times the other (422)."""
+
+    code = "unsupported_image"
 
 
 class FetchFailed(SamqError):
@@ -77,6 +99,18 @@ class NoCapacity(SamqError):
 
 class QueueFull(NoCapacity):
     code = "queue_full"
+
+
+class Unavailable(NoCapacity):
+    """The service's store (Redis) is briefly unreachable, as during a restart: retried like any 503."""
+
+    code = "unavailable"
+
+
+class ModelsMissing(NoCapacity):
+    """The worker lacks model files (an operator's problem: `samq models check` names them)."""
+
+    code = "models_missing"
 
 
 class TooManyJobs(RateLimited):
@@ -136,9 +170,10 @@ class WebhookVerificationError(SamqError):
 
 _BY_CODE: dict[str, type[SamqError]] = {
     cls.code: cls
-    for cls in (InvalidRequest, UrlNotAllowed, Unauthorized, NotFound, InsufficientCredits, NotFinished, NoResult,
-                TooLarge, UndecodableImage, FetchFailed, RateLimited, NoCapacity, QueueFull, TooManyJobs,
-                IdempotencyMismatch, Expired, NotCancelable, ServerError)
+    for cls in (InvalidRequest, UrlNotAllowed, Unauthorized, NotFound, MethodNotAllowed, UnsupportedMediaType,
+                InsufficientCredits, NotFinished, NoResult, WebhookDisabled, TooLarge, UndecodableImage,
+                UnsupportedImage, FetchFailed, RateLimited, NoCapacity, QueueFull, Unavailable, ModelsMissing,
+                TooManyJobs, IdempotencyMismatch, Expired, NotCancelable, ServerError)
 }
 _BY_STATUS: dict[int, type[SamqError]] = {
     400: InvalidRequest, 401: Unauthorized, 403: Unauthorized, 404: NotFound, 406: InsufficientCredits,

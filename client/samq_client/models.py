@@ -25,13 +25,13 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class SegmentObject:
-    """One object a job found."""
+    """One object a job found, as the server shows it (`mask_score` only where SAM scored the mask)."""
 
-    id: int | None = None
     label: str | None = None
     score: float | None = None
     box: list[float] | None = None
     area: int | None = None
+    mask_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class Batch:
     created_at: str | None = None
     finished_at: str | None = None
     metadata: dict[str, Any] | None = None
-    next_cursor: str | int | None = None
+    next_cursor: int | None = None  # where the next page of `jobs` starts; None on the last page
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -123,8 +123,10 @@ class Batch:
         known = _known(cls, data)
         jobs = [JobRef(j["id"], j["status"]) for j in data.get("jobs") or []]
         job_ids = list(data.get("job_ids") or [j.id for j in jobs])
+        cursor = data.get("next_cursor")
         known.update(jobs=jobs, job_ids=job_ids, total=int(data.get("total", len(job_ids))),
-                     counts=BatchCounts(**_known(BatchCounts, data.get("counts") or {})))
+                     counts=BatchCounts(**_known(BatchCounts, data.get("counts") or {})),
+                     next_cursor=None if cursor is None else int(cursor))
         return cls(**known, raw=data)
 
     @property

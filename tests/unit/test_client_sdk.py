@@ -6,11 +6,16 @@ tests use the real stack."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import time
+import tomllib
+from pathlib import Path
 
+import numpy as np
 import pytest
+import requests
 import samq_client
 from PIL import Image
 from samq_client import Client, verify_webhook
@@ -18,6 +23,8 @@ from samq_client.cli import main as cli_main
 from samq_client.webhooks import sign
 
 from tests.helpers import ROCKET_JPG, free_port
+from worker.pipeline import Object
+from worker.tasks import summary
 
 SECRET = "whsec_" + base64.b64encode(b"a secret of thirty-two bytes....").decode()
 
@@ -64,6 +71,85 @@ def test_error_codes_become_named_exceptions(scripted, status, code, cls):
     assert type(err.value) is cls and err.value.code == code and err.value.status == status
 
 
+@pytest.mark.parametrize(("status", "code", "cls", "parent"), [
+    (422, "unsupported_image", samq_client.UnsupportedImage, samq_client.InvalidRequest),
+    (409, "webhook_disabled", samq_client.WebhookDisabled, samq_client.Conflict),
+    (503, "unavailable", samq_client.Unavailable, samq_client.NoCapacity),
+    (503, "models_missing", samq_client.ModelsMissing, samq_client.NoCapacity),
+    (405, "method_not_allowed", samq_client.MethodNotAllowed, samq_client.SamqError),
+])
+def test_codes_named_since_keep_the_class_their_status_gave_them(scripted, status, code, cls, parent):
+    # Before these had names they were mapped by status: code catching the status's class still catches them.
+    server = scripted((status, {}, {"error": {"code": code, "message": "m"}}))
+    with pytest.raises(cls) as err:
+        Client(server.url, "k", max_retries=0).get("j1")
+    assert type(err.value) is cls and isinstance(err.value, parent) and err.value.code == code
+    assert err.value.status == status and len(server.seen) == 1
+
+
+class AnswerLost(requests.Session):
+    """Sends each request for real, then loses the first answer as a read timeout does: the server acted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = 0
+
+    def request(self, *args, **kwargs):
+        response = super().request(*args, **kwargs)
+        if not self.lost:
+            self.lost += 1
+            raise requests.ReadTimeout("read timed out (the answer was lost)")
+        return response
+
+
+CANCELED = {"id": "j1", "status": "canceled", "urls": {"self": "/v1/jobs/j1"}}
+NOT_CANCELABLE = (409, {}, {"error": {"code": "not_cancelable", "message": "job j1 has already canceled"}})
+
+
+def test_a_cancel_whose_answer_was_lost_is_a_success_not_not_cancelable(scripted):
+    server = scripted((200, {}, CANCELED), NOT_CANCELABLE, (200, {}, CANCELED))
+    job = Client(server.url, "k", backoff_s=0.01, session=AnswerLost()).cancel("j1")
+    assert job.id == "j1" and job.status == "canceled"
+    # The first cancel arrived (its answer was lost), the resend was refused, the job was read back.
+    assert [(m, p) for m, p, *_ in server.seen] == [("POST", "/v1/jobs/j1/cancel"), ("POST", "/v1/jobs/j1/cancel"),
+                                                   ("GET", "/v1/jobs/j1")]
+
+
+def test_a_cancel_dropped_by_the_connection_is_read_back_too(scripted):
+    server = scripted((0, {}, b""), NOT_CANCELABLE, (200, {}, CANCELED))
+    assert Client(server.url, "k", backoff_s=0.01).cancel("j1").status == "canceled" and len(server.seen) == 3
+
+
+def test_cancel_of_a_job_that_had_ended_raises_not_cancelable(scripted):
+    # Refused at the first try: nothing was lost, so the 409 is the answer (no read-back).
+    server = scripted(NOT_CANCELABLE)
+    with pytest.raises(samq_client.NotCancelable):
+        Client(server.url, "k").cancel("j1")
+    assert len(server.seen) == 1
+    # Refused after a lost answer, and the job had succeeded (ended before either cancel): still NotCancelable.
+    server = scripted((0, {}, b""), NOT_CANCELABLE, (200, {}, {**CANCELED, "status": "succeeded"}))
+    with pytest.raises(samq_client.NotCancelable):
+        Client(server.url, "k", backoff_s=0.01).cancel("j1")
+    assert [m for m, *_ in server.seen] == ["POST", "POST", "GET"]
+
+
+@pytest.mark.parametrize("mask_score", [0.875, None])
+def test_objects_are_read_as_the_worker_writes_them(mask_score):
+    mask = np.zeros((8, 8), dtype=bool)
+    mask[2:5, 1:4] = True
+    shown = summary(Object("boy", 0.5, mask, [1.0, 2.0, 4.0, 5.0], mask_score=mask_score))
+    assert {f.name for f in dataclasses.fields(samq_client.SegmentObject)} == {*shown, "mask_score"}
+    job = samq_client.Job.from_dict({"id": "j1", "status": "succeeded", "objects": [shown]})
+    assert job.objects == [samq_client.SegmentObject("boy", 0.5, [1.0, 2.0, 4.0, 5.0], 9, mask_score)]
+
+
+def test_the_package_ships_py_typed():
+    package = Path(samq_client.__file__).parent
+    assert (package / "py.typed").is_file()
+    project = tomllib.loads((package.parent / "pyproject.toml").read_text())
+    assert "py.typed" in project["tool"]["setuptools"]["package-data"]["samq_client"]
+
+
 def test_connection_errors_are_retried_then_named():
     start = time.monotonic()
     with pytest.raises(samq_client.ConnectionFailed):
@@ -96,14 +182,17 @@ def test_images_are_encoded_from_paths_bytes_pil_and_urls():
 
 
 def test_batch_status_reads_every_page(scripted):
+    # The server's cursor is the offset of the next page, an int (null on the last page).
     page1 = {"id": "b1", "total": 3, "counts": {"succeeded": 2, "running": 1}, "jobs": [
-        {"id": "j1", "status": "succeeded"}, {"id": "j2", "status": "succeeded"}], "next_cursor": "c2"}
+        {"id": "j1", "status": "succeeded"}, {"id": "j2", "status": "succeeded"}], "next_cursor": 2}
     page2 = {"id": "b1", "total": 3, "counts": {"succeeded": 2, "running": 1}, "jobs": [
-        {"id": "j3", "status": "running"}]}
+        {"id": "j3", "status": "running"}], "next_cursor": None}
     server = scripted((200, {}, page1), (200, {}, page2))
-    batch = Client(server.url, "k").batch_status("b1")
+    client = Client(server.url, "k")
+    batch = client.batch_status("b1")
     assert [j.id for j in batch.jobs] == ["j1", "j2", "j3"] and not batch.done
-    assert batch.counts.finished == 2 and server.seen[1][1] == "/v1/batches/b1?cursor=c2&limit=1000"
+    assert batch.counts.finished == 2 and server.seen[1][1] == "/v1/batches/b1?cursor=2&limit=1000"
+    assert batch.next_cursor is None and samq_client.Batch.from_dict(page1).next_cursor == 2
 
 
 def _headers(body: bytes, stamp: int, signature: str) -> dict[str, str]:
