@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# samq GPU worker: one Celery process (solo pool, one job at a time) per GPU, running SAM 2 and Grounding DINO.
+# samq GPU worker: one Celery process per GPU (threads pool: 4 jobs in flight, one device thread running the models).
 #
 #   docker build -f deploy/worker.Dockerfile -t samq-worker .                       (weights mounted at /models)
 #   make models && docker build -f deploy/worker.Dockerfile --target worker-baked \
@@ -77,8 +77,9 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=300s --retries=3 \
   CMD ["python", "-m", "worker.health", "live"]
 
 # Same flags as `samq run` (gateway/supervisor.py worker_command); queues in priority order (shared/names.py).
-# SIGTERM is Celery's warm shutdown: the job in hand finishes before the process exits.
-CMD ["celery", "-A", "worker.celery_app:app", "worker", "--pool", "solo", "--concurrency", "1", \
+# SIGTERM is Celery's warm shutdown: the jobs in hand finish before the process exits. --concurrency is
+# SAMQ_WORKER_SLOTS (default 4): jobs in flight, so that one's models run while the others fetch and render.
+CMD ["celery", "-A", "worker.celery_app:app", "worker", "--pool", "threads", "--concurrency", "4", \
      "--prefetch-multiplier", "1", "--queues", "samq.infer.high,samq.infer.normal,samq.infer.low", \
      "--hostname", "samq-worker@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
 

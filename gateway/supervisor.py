@@ -42,10 +42,11 @@ def gateway_command(settings: Settings) -> list[str]:
 
 
 def worker_command(settings: Settings, name: str = "samq-worker") -> list[str]:
-    """One Celery worker process for one GPU (solo pool, one job at a time, high queue first)."""
+    """One Celery worker process for one GPU (a thread per job slot, one device thread; high queue first)."""
     return [
-        sys.executable, "-m", "celery", "-A", "worker.celery_app:app", "worker", "--pool", "solo",
-        "--concurrency", "1", "--prefetch-multiplier", "1", "--queues", ",".join(names.INFER_QUEUES),
+        sys.executable, "-m", "celery", "-A", "worker.celery_app:app", "worker", "--pool", "threads",
+        "--concurrency", str(settings.worker_slots), "--prefetch-multiplier", "1",
+        "--queues", ",".join(names.INFER_QUEUES),
         "--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
     ]
 

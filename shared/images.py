@@ -103,10 +103,16 @@ def inspect_image(data: bytes, max_bytes: int, max_pixels: int) -> ImageInfo:
     return ImageInfo(img.format, SUPPORTED_FORMATS[img.format], width, height)
 
 
-def load_rgb(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
-    """Decode to an RGB image as displayed (EXIF orientation applied)."""
+def load_rgb(data: bytes, max_bytes: int, max_pixels: int, min_side: int = 0) -> Image.Image:
+    """Decode to an RGB image as displayed (EXIF orientation applied).
+
+    `min_side`: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling: a fraction of a full
+    decode's time) as long as both sides stay at least this long; 0 decodes every pixel.
+    """
     img = _open(data, max_bytes, max_pixels)
     try:
+        if min_side and img.format in ("JPEG", "MPO") and (factor := min(img.size) // min_side) >= 2:
+            img.draft("RGB", (-(-img.width // factor), -(-img.height // factor)))
         img.load()
         img = ImageOps.exif_transpose(img)
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):

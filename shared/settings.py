@@ -50,7 +50,14 @@ class Settings(BaseSettings):
     dtype: str = Field("auto", description="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16 or fp32")
     compile: bool = Field(False, description="torch.compile the SAM 2 image encoder (GPU; slow first call)")
     embed_cache_mb: int = Field(1024, ge=0, description="SAM 2 embedding cache per worker, MiB; 0 = off")
-    max_batch: int = Field(1, ge=1, le=64, description="images a worker may encode in one batched call")
+    max_batch: int = Field(
+        0, ge=0, le=64, description="images of the jobs in flight a worker may encode in one call; 0 = auto (8 on "
+        "CUDA, 1 on CPU)"
+    )
+    worker_slots: int = Field(
+        4, ge=1, le=64, description="jobs one GPU worker carries at once (Celery threads): while one job's models "
+        "run, the others fetch, decode, render and upload"
+    )
     box_threshold: float = Field(0.35, ge=0, le=1, description="Grounding DINO box score threshold")
     text_threshold: float = Field(0.25, ge=0, le=1, description="Grounding DINO text score threshold")
 

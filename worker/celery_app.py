@@ -1,4 +1,7 @@
-"""Worker entry point: `celery -A worker.celery_app:app worker --pool solo ...`."""
+"""Worker entry point: `celery -A worker.celery_app:app worker --pool threads --concurrency SLOTS ...`.
+
+The pool's threads carry one job each; the models run on the one device thread (worker/device.py).
+"""
 
 from __future__ import annotations
 
@@ -39,6 +42,9 @@ def create_worker_app(settings: Settings) -> Celery:
         if task_id in bindings:
             logs.unbind(bindings.pop(task_id))
 
+    # What `python -m worker.health live` needs to tell a stuck consumer (celery#10205) from an idle one.
+    activity: list[health.Activity] = [health.Activity(rt.redis, "")]  # replaced once the hostname is known
+
     @worker_ready.connect(weak=False)
     def _ready(sender=None, **_: object) -> None:
         # Load (or for tiny-random, build) the models before taking the first job.
@@ -48,19 +54,20 @@ def create_worker_app(settings: Settings) -> Celery:
             log.critical("cannot load models: %s", exc)
             sys.exit(3)
         hostname = getattr(sender, "hostname", "") or ""
+        rt.device()  # the device thread, before the first job
+        activity[0] = health.Activity(rt.redis, hostname)
         rt.start_heartbeat(hostname)
         health.record_idle(rt.redis, hostname)
         metrics.serve(settings.host, settings.worker_metrics_port, lambda: rt.models().embedder)
         log.info("samq worker ready (preset %s)", settings.models)
 
-    # What `python -m worker.health live` needs to tell a stuck consumer (celery#10205) from an idle one.
     @task_prerun.connect(weak=False)
-    def _busy(task=None, **_: object) -> None:
-        health.record_busy(rt.redis, task.request.hostname)
+    def _busy(task_id: str = "", **_: object) -> None:
+        activity[0].started(task_id)
 
     @task_postrun.connect(weak=False)
-    def _idle(task=None, **_: object) -> None:
-        health.record_idle(rt.redis, task.request.hostname)
+    def _idle(task_id: str = "", **_: object) -> None:
+        activity[0].ended(task_id)
 
     @worker_shutdown.connect(weak=False)
     def _shutdown(**_: object) -> None:

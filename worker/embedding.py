@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-from worker.metrics import stage
+from worker.metrics import BATCH_SIZE, stage
 
 
 def image_key(pixels: np.ndarray) -> str:
@@ -95,54 +95,69 @@ class Embedder:
         self.precision = precision
         self.encoder_calls = 0
 
-    def set_image(self, pixels: np.ndarray, orig_hw: tuple[int, int] | None = None) -> bool:
+    def set_image(self, pixels: np.ndarray, orig_hw: tuple[int, int] | None = None, key: str | None = None) -> bool:
         """Make `pixels` the predictor's current image; True when the embedding came from the cache.
 
         `orig_hw`: the size the prompts and masks refer to, when `pixels` is a reduced copy of the image
-        (the encoder sees 1024x1024 either way; masks come back at `orig_hw`).
+        (the encoder sees 1024x1024 either way; masks come back at `orig_hw`). `key`: its cache_key, if known.
         """
         orig_hw = orig_hw or tuple(pixels.shape[:2])
-        key = cache_key(pixels, orig_hw)
+        key = key or cache_key(pixels, orig_hw)
         entry = self.cache.get(key)
+        hit = entry is not None
         if entry is None:
-            with torch.inference_mode(), self.precision(), stage("encode"):
-                self.predictor.set_image(pixels)
-            self.encoder_calls += 1
-            features = self.predictor._features
-            entry = Embedding(features["image_embed"], tuple(features["high_res_feats"]), orig_hw)
+            with stage("encode"):
+                entry = self.encode([pixels], [orig_hw])[0]
             self.cache.put(key, entry)
-            self.predictor._orig_hw = [orig_hw]
-            return False
         self._restore(entry)
-        return True
+        return hit
 
-    def prefill(self, images: list[np.ndarray], sizes: list[tuple[int, int]] | None = None) -> int:
-        """Encode the images not yet cached in one batched call; returns how many were encoded.
+    def encode(self, images: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[Embedding]:
+        """Run the image encoder once over a batch of images (HWC uint8); one Embedding per image.
 
-        `sizes`: each image's original (height, width) when the arrays are reduced copies (see set_image).
+        The same computation as SAM2ImagePredictor.set_image(_batch), except that the pixels go to the
+        device as uint8 and are scaled, resized and normalised there: on CUDA that moves SAM 2's
+        pre-processing off the CPU (on CPU it is the same arithmetic, bit for bit; tests/unit/test_embedding.py).
+        """
+        p = self.predictor
+        with torch.inference_mode(), self.precision():
+            batch = torch.cat([_to_model(p, pixels) for pixels in images])
+            backbone_out = p.model.forward_image(batch)
+            _, vision_feats, _, _ = p.model._prepare_backbone_features(backbone_out)
+            if p.model.directly_add_no_mem_embed:  # as set_image does (no memory: a single image)
+                vision_feats[-1] = vision_feats[-1] + p.model.no_mem_embed
+            feats = [feat.permute(1, 2, 0).view(len(images), -1, *feat_size)
+                     for feat, feat_size in zip(vision_feats[::-1], p._bb_feat_sizes[::-1], strict=True)][::-1]
+        self.encoder_calls += 1
+        BATCH_SIZE.observe(len(images))
+        if len(images) == 1:
+            return [Embedding(feats[-1], tuple(feats[:-1]), sizes[0])]
+        # clone: a slice would keep the whole batch's storage alive in the cache
+        return [Embedding(feats[-1][i : i + 1].clone(), tuple(f[i : i + 1].clone() for f in feats[:-1]), size)
+                for i, size in enumerate(sizes)]
+
+    def prefill(self, images: list[np.ndarray], sizes: list[tuple[int, int]] | None = None,
+                keys: list[str] | None = None) -> list[str]:
+        """Encode the images not yet cached in one batched call; returns the cache keys it computed.
+
+        `sizes`: each image's original (height, width) when the arrays are reduced copies (see set_image);
+        `keys`: their cache keys, when known.
         """
         if self.cache.max_bytes <= 0:
-            return 0  # nowhere to keep them
-        todo, orig = {}, {}
-        for pixels, size in zip(images, sizes or [None] * len(images), strict=True):
+            return []  # nowhere to keep them
+        todo: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
+        for pixels, size, key in zip(images, sizes or [None] * len(images), keys or [None] * len(images), strict=True):
             size = size or tuple(pixels.shape[:2])
-            key = cache_key(pixels, size)
+            key = key or cache_key(pixels, size)
             if key not in self.cache and key not in todo:
-                todo[key], orig[key] = pixels, size
+                todo[key] = (pixels, size)
         if not todo:
-            return 0
-        with torch.inference_mode(), self.precision(), stage("encode"):
-            self.predictor.set_image_batch(list(todo.values()))
-        self.encoder_calls += 1
-        features = self.predictor._features
-        for i, key in enumerate(todo):
-            # clone: a slice would keep the whole batch's storage alive in the cache
-            entry = Embedding(features["image_embed"][i : i + 1].clone(),
-                              tuple(f[i : i + 1].clone() for f in features["high_res_feats"]),
-                              orig[key])
+            return []
+        with stage("encode"):
+            entries = self.encode([pixels for pixels, _ in todo.values()], [size for _, size in todo.values()])
+        for key, entry in zip(todo, entries, strict=True):
             self.cache.put(key, entry)
-        self.predictor.reset_predictor()
-        return len(todo)
+        return list(todo)
 
     def _restore(self, entry: Embedding) -> None:
         # The same state set_image leaves behind (ML-NOTES: restored features give bit-identical masks).
@@ -152,3 +167,11 @@ class Embedder:
         p._orig_hw = [entry.orig_hw]
         p._is_image_set = True
         p._is_batch = False
+
+
+def _to_model(predictor: SAM2ImagePredictor, pixels: np.ndarray) -> torch.Tensor:
+    """One HWC uint8 image as the encoder's 1x3x1024x1024 input, computed on the model's device."""
+    tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(predictor.device, non_blocking=True)
+    # ToTensor's arithmetic (CHW, float32 / 255), then SAM 2's own scripted Resize + Normalize.
+    tensor = tensor.permute(2, 0, 1).contiguous().to(torch.float32).div(255)
+    return predictor._transforms.transforms(tensor)[None]

@@ -10,8 +10,9 @@ second), or has been inside one task for longer than the task time limit. Kubern
 `failureThreshold` such answers in a row, which also absorbs the instant between a message arriving and a
 healthy worker taking it.
 
-The worker records when it starts and ends each task (`record_busy`, `record_idle`, called from Celery's
-task_prerun/task_postrun signals in worker/celery_app.py) in one Redis hash per worker. This module imports no
+The worker records when it starts and ends each task (`Activity`, fed by Celery's task_prerun/task_postrun
+signals in worker/celery_app.py) in one Redis hash per worker: with several slots, `busy_since` is the start of
+the oldest task in hand. This module imports no
 torch and no model code: the probe starts in a fraction of a second.
 """
 
@@ -21,6 +22,7 @@ import argparse
 import contextlib
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -35,14 +37,38 @@ TASK_MARGIN_S = 60.0  # beyond the task time limit before a busy worker counts a
 DEFAULT_HOSTNAME = f"samq-worker@{socket.gethostname()}"  # the images' `--hostname samq-worker@%h`
 
 
-def record_busy(client: redis.Redis, hostname: str) -> None:
-    """The worker starts a task."""
-    _record(client, hostname, busy_since=time.time())
+def record_busy(client: redis.Redis, hostname: str, since: float | None = None) -> None:
+    """The worker has a task in hand, since `since` (default now)."""
+    _record(client, hostname, busy_since=since or time.time())
 
 
 def record_idle(client: redis.Redis, hostname: str) -> None:
     """The worker ends a task (or is ready for its first one)."""
     _record(client, hostname, busy_since="", idle_since=time.time())
+
+
+class Activity:
+    """The tasks one worker has in hand, recorded for the probe as the start of the oldest (thread-safe)."""
+
+    def __init__(self, client: redis.Redis, hostname: str) -> None:
+        self.client, self.hostname = client, hostname
+        self._running: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def started(self, task_id: str) -> None:
+        """A slot took a task."""
+        with self._lock:
+            self._running[task_id] = time.time()
+            record_busy(self.client, self.hostname, min(self._running.values()))
+
+    def ended(self, task_id: str) -> None:
+        """A slot finished a task."""
+        with self._lock:
+            self._running.pop(task_id, None)
+            if self._running:
+                record_busy(self.client, self.hostname, min(self._running.values()))
+            else:
+                record_idle(self.client, self.hostname)
 
 
 def _record(client: redis.Redis, hostname: str, **fields: float | str) -> None:

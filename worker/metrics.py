@@ -1,8 +1,8 @@
 """A worker's Prometheus metrics and each job's stage timings.
 
 A job's stages are timed with `stage(name)`; the times add up in the job's own `Timings` (bound to the running
-task), which ends up on the job record (`timings`) and in the stage histograms. Workers run one job at a time
-(solo pool), so each serves its own /metrics on SAMQ_WORKER_METRICS_PORT.
+task, or by the device thread to the job it is working for), which ends up on the job record (`timings`) and in
+the stage histograms. Each worker process serves its own /metrics on SAMQ_WORKER_METRICS_PORT.
 """
 
 from __future__ import annotations
@@ -33,8 +33,11 @@ STAGE_SECONDS = Histogram(
 )
 JOB_SECONDS = Histogram("samq_worker_job_seconds", "From acceptance to the result stored, per succeeded job",
                         buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800))
-BATCH_SIZE = Histogram("samq_worker_batch_size", "Images encoded in one image-encoder call started by a job",
+BATCH_SIZE = Histogram("samq_worker_batch_size", "Images encoded in one image-encoder call",
                        buckets=(1, 2, 4, 8, 16, 32, 64))
+DEVICE_SECONDS = Counter("samq_worker_device_busy_seconds",
+                         "Time the device thread spent running models: its rate() is the device-busy fraction")
+MODEL_STAGES = ("detect", "encode", "decode")
 
 
 class Timings:
@@ -81,7 +84,7 @@ def stage(name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
+        if name in MODEL_STAGES and torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.synchronize()  # CUDA runs asynchronously: without this the time lands in a later stage
         timings = _current.get()
         if timings is not None:

@@ -12,9 +12,9 @@ from PIL import Image
 from shared.schemas import check_inside
 from worker import export, render
 from worker.embedding import Embedder
-from worker.inputs import model_view
+from worker.inputs import Picture
 from worker.metrics import stage
-from worker.models.dino import Detector, detect
+from worker.models.dino import Detection, Detector, detect
 
 
 @dataclass
@@ -65,22 +65,33 @@ def _bounds(mask: np.ndarray) -> list[float] | None:
     return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)] if len(xs) else None
 
 
+def detect_objects(dino: Detector, picture: Picture, params: dict[str, Any], limits: Thresholds) -> list[Detection]:
+    """Grounding DINO's boxes for a text prompt, best first, at most max_objects (in displayed pixels)."""
+    with stage("detect"):
+        found = detect(dino, picture.view, params["prompt"], params.get("box_threshold", limits.box),
+                       params.get("text_threshold", limits.text), size=picture.size)
+    return found[: min(params.get("max_objects", limits.max_objects), limits.max_objects)]
+
+
+def needs_embedding(params: dict[str, Any], found: list[Detection] | None) -> bool:
+    """Whether SAM 2 must see the image: always, except for a text prompt that found nothing."""
+    return not params.get("prompt") or bool(found)
+
+
 @torch.inference_mode()
-def segment(embedder: Embedder, dino: Detector, image: Image.Image, params: dict[str, Any],
-            limits: Thresholds) -> tuple[list[Object], bool]:
-    """Objects for a text prompt, boxes, or clicks; and whether the embedding was cached."""
-    view = model_view(image)  # large photos: a reduced copy for the models, answers in full-size pixels
-    pixels, full_hw = np.asarray(view), (image.height, image.width)
+def segment(embedder: Embedder, dino: Detector, picture: Picture, params: dict[str, Any], limits: Thresholds,
+            found: list[Detection] | None = None) -> tuple[list[Object], bool]:
+    """Objects for a text prompt (its detections, when already run), boxes, or clicks; and whether the
+    embedding was cached."""
+    pixels, full_hw = picture.pixels, picture.hw
     predictor = embedder.predictor
     multimask = params.get("multimask")
     if params.get("prompt"):
-        with stage("detect"):
-            found = detect(dino, view, params["prompt"], params.get("box_threshold", limits.box),
-                           params.get("text_threshold", limits.text), size=image.size)
-        found = found[: min(params.get("max_objects", limits.max_objects), limits.max_objects)]
+        if found is None:
+            found = detect_objects(dino, picture, params, limits)
         if not found:
             return [], False
-        hit = embedder.set_image(pixels, full_hw)
+        hit = embedder.set_image(pixels, full_hw, picture.key)
         with embedder.precision(), stage("decode"):
             masks, scores, _ = predictor.predict(box=np.array([d.box for d in found], dtype=np.float32),
                                                  multimask_output=bool(multimask))
@@ -89,9 +100,9 @@ def segment(embedder: Embedder, dino: Detector, image: Image.Image, params: dict
                    for d, ms, ss in zip(found, masks, scores, strict=True) for m, s in _choose(ms, ss, multimask)]
         return objects, hit
 
-    check_inside(params, image.width, image.height)
+    check_inside(params, *picture.size)
     points, labels, boxes = params.get("points", []), params.get("labels", []), params.get("boxes", [])
-    hit = embedder.set_image(pixels, full_hw)
+    hit = embedder.set_image(pixels, full_hw, picture.key)
     coords = np.array(points, dtype=np.float32) if points else None
     point_labels = np.array(labels, dtype=np.int32) if points else None
     if boxes:
@@ -111,28 +122,30 @@ def segment(embedder: Embedder, dino: Detector, image: Image.Image, params: dict
     return [Object("points", round(s, 4), m, _bounds(m)) for m, s in _choose(masks, scores, wanted)], hit
 
 
-def render_outputs(image: Image.Image, objects: list[Object], params: dict[str, Any]) -> dict[str, tuple[bytes, str]]:
-    """Every requested output, encoded."""
+def render_outputs(picture: Picture, objects: list[Object], params: dict[str, Any]) -> dict[str, tuple[bytes, str]]:
+    """Every requested output, encoded (`picture.full` is there whenever an output needs the photo's pixels)."""
+    image, size = picture.full, picture.size
     masks = [o.mask for o in objects]
     files: dict[str, tuple[bytes, str]] = {}
     for name in params.get("outputs", ["overlay_jpeg"]):
         if name == "overlay_jpeg":
             files[name] = (render.to_jpeg(render.overlay(image, masks)), "image/jpeg")
         elif name == "mask_jpeg":
-            files[name] = (render.to_jpeg(render.mask_image(image.size, masks)), "image/jpeg")
+            files[name] = (render.to_jpeg(render.mask_image(size, masks)), "image/jpeg")
         elif name == "mask_png":
-            files[name] = (render.to_png(render.label_image(image.size, masks)), "image/png")
+            files[name] = (render.to_png(render.label_image(size, masks)), "image/png")
         elif name == "cutout_png":
             files[name] = (render.to_png(render.cutout(image, masks)), "image/png")
         elif name == "json":
-            files[name] = (export.objects_json(image.size, objects, params.get("polygons", False)), "application/json")
+            files[name] = (export.objects_json(size, objects, params.get("polygons", False)), "application/json")
     return files
 
 
-def run(embedder: Embedder, dino: Detector, image: Image.Image, params: dict[str, Any],
+def run(embedder: Embedder, dino: Detector, image: Image.Image | Picture, params: dict[str, Any],
         limits: Thresholds) -> Outcome:
-    """Segment and render."""
-    objects, hit = segment(embedder, dino, image, params, limits)
+    """Segment and render on the calling thread (what the worker's task and device threads do between them)."""
+    picture = image if isinstance(image, Picture) else Picture.of(image)
+    objects, hit = segment(embedder, dino, picture, params, limits)
     with stage("render"):
-        files = render_outputs(image, objects, params)
+        files = render_outputs(picture, objects, params)
     return Outcome(objects, files, hit)

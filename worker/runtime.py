@@ -16,12 +16,15 @@ from shared.jobs import JobStore
 from shared.queue import enqueue_segment, make_webhook_celery
 from shared.settings import Settings
 from shared.storage import make_storage
+from worker.device import Device
 from worker.models.registry import Models, get_models
+from worker.pipeline import Thresholds
 
 log = logging.getLogger(__name__)
 
 # A worker rides out a Redis restart (about a minute of retries, 2 s apart at most) rather than lose the
 # outcome of a job it has finished: FINISH is idempotent, so retrying it is safe.
+CUDA_BATCH = 8  # SAMQ_MAX_BATCH=0 (auto) on CUDA: images one encoder call may take from the jobs in flight
 REDIS_RETRY = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=35)
 
 
@@ -38,10 +41,25 @@ class Runtime:
                                                                                  self.redis))
         self.storage = make_storage(settings, settings.storage_max_attempts)
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._device: Device | None = None
 
     def models(self) -> Models:
         """The models, loaded on first call."""
         return get_models(self.settings)
+
+    def device(self) -> Device:
+        """The device thread that runs this process's models (started on first call)."""
+        with self._lock:
+            if self._device is None:
+                s = self.settings
+                on_gpu = self.models().device == "cuda"
+                # Batching across jobs pays on a GPU (one launch, fuller kernels); on a CPU it only adds latency.
+                max_batch = s.max_batch or (CUDA_BATCH if on_gpu else 1)
+                self._device = Device(self.models, Thresholds(s.box_threshold, s.text_threshold, s.max_objects),
+                                      max_batch)
+                self._device.start()
+            return self._device
 
     def start_heartbeat(self, hostname: str) -> None:
         """Announce this worker in Redis until stopped (readiness and capacity checks read it)."""

@@ -10,9 +10,8 @@ from shared import names
 from shared.errors import SamqError
 from shared.jobs import JobStatus, Verdict
 from worker import pipeline
-from worker.batching import prefill_batch
 from worker.inputs import load_input
-from worker.metrics import BATCH_SIZE, JOBS, Timings, stage, timing
+from worker.metrics import JOBS, Timings, stage, timing
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -26,18 +25,18 @@ def result_key(job_id: str, output: str) -> str:
     return f"results/{job_id}/{FILE_NAMES[output]}"
 
 
-def run_job(rt: Runtime, job: dict) -> tuple[pipeline.Outcome, int]:
-    """Load the input and run the models; returns the outcome and the batch size."""
-    s = rt.settings
-    models = rt.models()
-    limits = pipeline.Thresholds(s.box_threshold, s.text_threshold, s.max_objects)
+def run_job(rt: Runtime, job: dict, timings: Timings) -> tuple[pipeline.Outcome, int | None]:
+    """Fetch and decode here, run the models on the device thread, render here; returns the outcome and the
+    size of the batched encoder call that served it (None if it was not batched)."""
     with stage("fetch"):
-        image = load_input(rt, job)
-    batch = prefill_batch(rt, models.embedder, job, image)
-    outcome = pipeline.run(models.embedder, models.dino, image, job["params"], limits)
-    if batch or not outcome.cache_hit:
-        BATCH_SIZE.observe(batch or 1)
-    return outcome, batch
+        picture = load_input(rt, job)
+        picture.key  # noqa: B018 - hash the pixels on this thread, not the device's
+    queue = job.get("queue", names.QUEUE_NORMAL)
+    priority = names.INFER_QUEUES.index(queue) if queue in names.INFER_QUEUES else 1
+    answer = rt.device().segment(picture, job["params"], priority, timings)
+    with stage("render"):
+        files = pipeline.render_outputs(picture, answer.objects, job["params"])
+    return pipeline.Outcome(answer.objects, files, answer.cache_hit), answer.batch
 
 
 def store_outputs(rt: Runtime, job_id: str, outcome: pipeline.Outcome) -> dict:
@@ -85,7 +84,7 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
         timings = Timings(job.get("created_at"))
         try:
             with timing(timings):
-                outcome, batch = run_job(rt, job)
+                outcome, batch = run_job(rt, job, timings)
                 if store.cancel_requested(job_id):  # checked before anything is uploaded
                     store.finish(job, JobStatus.CANCELED)
                     return "canceled"
@@ -104,7 +103,7 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
             return "failed"
         finished = store.finish(
             job, JobStatus.SUCCEEDED, objects=[summary(o) for o in outcome.objects], objects_found=outcome.found,
-            outputs=outputs, embedding="cached" if outcome.cache_hit else "computed", batch=batch or None,
+            outputs=outputs, embedding="cached" if outcome.cache_hit else "computed", batch=batch,
             timings=timings.as_record(),
         )
         if not finished:  # canceled while uploading: it ended canceled and refunded, so its outputs must go

@@ -1,4 +1,4 @@
-"""Image batching: waiting jobs' images are encoded together, in their queue order, results unchanged."""
+"""Image batching across jobs in flight: the device thread encodes the waiting jobs' images in one call."""
 
 from __future__ import annotations
 
@@ -24,10 +24,14 @@ def _areas(st, key, ids):
     return [j["objects"][0]["area"] for j in jobs]
 
 
-def test_waiting_jobs_are_encoded_in_one_batch(batch_stack, stack):
+def _counter(page: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in page.splitlines() if line.startswith(name + " "))
+
+
+def test_jobs_in_flight_are_encoded_together(batch_stack, stack):
     key = batch_stack.new_key(20)
-    # No worker yet: five jobs wait in the queue, in this order.
-    images = [_png(i, (160 + 8 * i, 120)) for i in range(5)]
+    # No worker yet: eight jobs wait in the queue; the worker's four slots take them four at a time.
+    images = [_png(i, (160 + 8 * i, 120)) for i in range(8)]
     ids = [batch_stack.post("/v1/jobs", {"image": img, "coordinates": "[20,20]", "outputs": ["json"]}, key)
            .json()["id"] for img in images]
     batch_stack.start_worker("wbatch")
@@ -37,17 +41,21 @@ def test_waiting_jobs_are_encoded_in_one_batch(batch_stack, stack):
         return jobs if all(j["status"] == "succeeded" for j in jobs) else None
 
     jobs = wait_until(all_done, 120, "batched jobs")
-    started = [j["started_at"] for j in jobs]
-    assert started == sorted(started)  # the queue order is kept
     records = [batch_stack.redis.hgetall(f"samq:job:{i}") for i in ids]
-    assert int(records[0][b"batch"]) == 4  # the first job encoded itself and the next three at once
-    assert int(records[1][b"batch"]) == 1  # the second found those three cached and encoded the fifth
-    assert all(j["embedding"] == "cached" for j in jobs)  # every job read its embedding from the cache
-    assert batch_stack.balance(key) == 15
+    batched = [int(r[b"batch"]) for r in records if b"batch" in r]
+    # While the first job's models run, the other slots' jobs wait at the device and go in one encoder call.
+    assert batched and all(2 <= n <= 4 for n in batched), batched
+    page = batch_stack.worker_metrics("wbatch")
+    assert _counter(page, "samq_worker_encoder_calls_total") < len(ids)  # fewer calls than images
+    assert _counter(page, "samq_worker_batch_size_sum") == len(ids)  # every image encoded exactly once
+    assert all(j["embedding"] == "computed" for j in jobs)  # none was in the cache before
+    # A batched call's time is split over the jobs it served: each counts a share, none the whole call twice.
+    assert all(j["timings"]["encode_ms"] > 0 for j in jobs)
+    assert batch_stack.balance(key) == 12
 
-    # The same answers as a worker encoding one image at a time (the main stack: batching off).
-    other = stack.new_key(5)
+    # The same answers as a worker encoding one image at a time (the main stack: batching off on CPU).
+    other = stack.new_key(8)
     single = [stack.post("/v1/jobs", {"image": img, "coordinates": "[20,20]", "outputs": ["json"]}, other)
               .json()["id"] for img in images]
-    batched, alone = _areas(batch_stack, key, ids), _areas(stack, other, single)
-    assert all(abs(a - b) <= 0.005 * max(a, b, 1) for a, b in zip(batched, alone, strict=True))
+    batched_areas, alone = _areas(batch_stack, key, ids), _areas(stack, other, single)
+    assert all(abs(a - b) <= 0.005 * max(a, b, 1) for a, b in zip(batched_areas, alone, strict=True))

@@ -134,6 +134,10 @@ def test_a_job_moves_gateway_worker_and_record_numbers(stack, key):
     assert (timings["encode_ms"] > 0) == computed
     stages = sum(v for k, v in timings.items() if k != "total_ms")
     assert stages <= timings["total_ms"] + 1  # rounding
+    # The device thread was busy for this job's model stages (and nothing else ran meanwhile), within the job.
+    busy_ms = delta(wk, wk_before, ("samq_worker_device_busy_seconds_total", ())) * 1000
+    model_ms = timings["detect_ms"] + timings["encode_ms"] + timings["decode_ms"]
+    assert model_ms - 1 <= busy_ms <= timings["total_ms"], (busy_ms, timings)
     # The job's worker lines carry its id and the id of the request that made it.
     log = (stack.logs / "worker-w1.log").read_text()
     assert f"request_id={r.headers['x-request-id']} job_id={job_id}" in log
