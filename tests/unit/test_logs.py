@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import time
+from datetime import datetime
 
 import pytest
 
@@ -65,14 +68,21 @@ def test_text_lines_are_readable(captured):
 def test_each_request_logs_one_access_line_with_its_ids(captured, redis_url, tmp_path):
     stream = captured("json")
     client = create_app(Settings(redis_url=redis_url, storage_url=f"file://{tmp_path}")).test_client()
+    before, started = time.time(), time.perf_counter()
     r = client.get("/v1/jobs/abc", headers={"x-request-id": "req-7"})
+    took_ms, after = (time.perf_counter() - started) * 1000, time.time()
     client.get("/healthz")
     access = [o for o in lines(stream) if o["logger"] == "samq.access"]
     assert len(access) == 2
-    assert access[0] | {"duration_ms": 0} == {
-        "time": access[0]["time"], "level": "info", "logger": "samq.access", "message": access[0]["message"],
-        "pid": access[0]["pid"], "method": "GET", "path": "/v1/jobs/abc", "route": "/v1/jobs/<job_id>",
-        "job_id": "abc", "status": 401, "duration_ms": 0, "request_id": "req-7",
+    first = access[0]
+    duration = first.pop("duration_ms")
+    assert 0 < duration <= took_ms + 0.05  # measured inside the call (rounded to 0.1 ms)
+    logged_at = datetime.fromisoformat(first.pop("time").replace("Z", "+00:00")).timestamp()
+    assert before - 0.001 <= logged_at <= after  # stamped in milliseconds, while the request ran
+    assert first == {
+        "level": "info", "logger": "samq.access", "message": f"GET /v1/jobs/abc 401 {duration:.1f}ms",
+        "pid": os.getpid(), "method": "GET", "path": "/v1/jobs/abc", "route": "/v1/jobs/<job_id>",
+        "job_id": "abc", "status": 401, "request_id": "req-7",
     }
     assert r.headers["x-request-id"] == "req-7"
     # The next request on the same thread does not inherit the first one's ids.

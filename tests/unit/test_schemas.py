@@ -1,7 +1,5 @@
 """Coordinate parsing, boolean coercion and request rules."""
 
-import math
-
 import pytest
 
 from shared.errors import InvalidRequest
@@ -101,10 +99,11 @@ def test_url_detection():
     assert not parse_body(SegmentRequest, {"image": "aGVsbG8=", "prompt": "x"}).is_url
 
 
-def test_nan_is_not_finite_guard():
+@pytest.mark.parametrize("point", [[float("nan"), 1.0], [1.0, float("inf")], [float("-inf"), 2.0], "[1e999, 1]",
+                                   "[[1, 2], [3, -1e999]]"])
+def test_points_must_be_finite(point):
     with pytest.raises(ValueError, match="finite"):
-        parse_points([float("nan"), 1.0])
-    assert not math.isfinite(float("inf"))
+        parse_points(point)
 
 
 def test_boxes_multimask_outputs_and_labels():
