@@ -5,9 +5,23 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from shared.schemas import OUTPUTS, BatchRequest, JobRequest, SegmentRequest
+from shared.schemas import (
+    ARRAY_TEXT_MAX_CHARS,
+    BOOL_TEXT_MAX_CHARS,
+    IDEMPOTENCY_KEY_MAX_CHARS,
+    IMAGE_URL_MAX_BYTES,
+    METADATA_MAX_BYTES,
+    METADATA_MAX_DEPTH,
+    METADATA_MAX_KEYS,
+    OUTPUTS,
+    WEBHOOK_URL_MAX_BYTES,
+    BatchRequest,
+    JobRequest,
+    SegmentRequest,
+)
 
-_POINTS = {"oneOf": [{"type": "string", "examples": ["[834,74]", "[[839,74],[844,20]]"]},
+_POINTS = {"oneOf": [{"type": "string", "maxLength": ARRAY_TEXT_MAX_CHARS,
+                      "examples": ["[834,74]", "[[839,74],[844,20]]"]},
                      {"type": "array", "items": {"oneOf": [{"type": "number"}, {"type": "array",
                                                                               "items": {"type": "number"}}]}}],
            "description": "points in displayed pixels: [x,y] or [[x,y], ...], as JSON or a JSON string"}
@@ -15,14 +29,35 @@ _POINTS = {"oneOf": [{"type": "string", "examples": ["[834,74]", "[[839,74],[844
 _BOOL_WORDS = "|".join("".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in word)
                        for word in ("true", "false", "yes", "no", "on", "off", "t", "f", "y", "n", "1", "0"))
 _BOOL = {"oneOf": [{"type": "boolean"}, {"type": "number", "enum": [0, 1]},
-                   {"type": "string", "pattern": rf"^\s*({_BOOL_WORDS})?\s*$"}],
+                   {"type": "string", "maxLength": BOOL_TEXT_MAX_CHARS, "pattern": rf"^\s*({_BOOL_WORDS})?\s*$"}],
          "description": "true/false, 1/0 or their string forms (yes/no, on/off, t/f, y/n; any case)"}
 # base64 (standard or URL-safe alphabet, whitespace and line breaks allowed, an optional data: URI prefix) or an
 # http(s) URL. Whether the bytes are a JPEG, PNG or WebP within the limits is checked by decoding (422/413).
 _IMAGE = {"type": "string", "minLength": 1, "anyOf": [
-    {"pattern": r"^\s*[Hh][Tt][Tt][Pp][Ss]?://"},
+    {"pattern": r"^\s*[Hh][Tt][Tt][Pp][Ss]?://", "maxLength": IMAGE_URL_MAX_BYTES},  # UTF-8 bytes (server)
     {"pattern": r"^\s*([Dd][Aa][Tt][Aa]:[\w.+/-]*(;[\w=.+-]+)*;[Bb][Aa][Ss][Ee]64,)?[\sA-Za-z0-9+/_=-]*$"}],
-    "description": "the image: base64 (a data: URI prefix allowed) or an http(s) URL; JPEG, PNG or WebP"}
+    "description": f"the image: base64 (a data: URI prefix allowed; at most SAMQ_MAX_IMAGE_BYTES once decoded, "
+                   f"else 413) or an http(s) URL (at most {IMAGE_URL_MAX_BYTES} bytes); JPEG, PNG or WebP"}
+
+
+def _metadata_level(level: int) -> dict[str, Any]:
+    """A value inside metadata at `level` (the metadata object is level 1): deeper containers are refused."""
+    scalar: dict[str, Any] = {"type": ["string", "number", "boolean", "null"]}
+    if level > METADATA_MAX_DEPTH:
+        return scalar
+    inner = _metadata_level(level + 1)
+    return {"anyOf": [scalar, {"type": "object", "maxProperties": METADATA_MAX_KEYS, "additionalProperties": inner},
+                      {"type": "array", "items": inner}]}
+
+
+# JSON Schema cannot count serialized bytes or keys across levels: those two are in the description, and the
+# gateway answers 400 for them; the nesting and the keys of any one object are stated exactly.
+_METADATA = {"anyOf": [{"type": "object", "maxProperties": METADATA_MAX_KEYS,
+                        "additionalProperties": _metadata_level(2)}, {"type": "null"}],
+             "default": None,
+             "description": f"echoed back on the job or batch: at most {METADATA_MAX_BYTES} bytes as compact JSON "
+                            f"(UTF-8), {METADATA_MAX_KEYS} keys counted at every level, {METADATA_MAX_DEPTH} levels "
+                            "of objects and arrays (the metadata object is level 1)"}
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["code", "message"],
     "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}
@@ -67,12 +102,16 @@ def _schema(model: type) -> dict[str, Any]:
     for name in ("overlay_mask", "base64", "polygons"):
         if name in props:
             props[name] = {**_BOOL, "default": props[name].get("default")}
+    if "metadata" in props:
+        props["metadata"] = _METADATA
     return schema
 
 
 def _batch_schema() -> dict[str, Any]:
     schema = BatchRequest.model_json_schema()
     schema["properties"]["items"]["items"] = {"$ref": "#/components/schemas/JobRequest"}  # each a job's body
+    schema["properties"]["items"]["description"] = "the jobs' bodies: at most SAMQ_MAX_BATCH_ITEMS (1,000 by default)"
+    schema["properties"]["metadata"] = _METADATA
     return schema
 
 
@@ -92,7 +131,8 @@ def openapi_document() -> dict[str, Any]:
     job_id = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
     batch_id = [{"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}]
     idem = {"name": "Idempotency-Key", "in": "header", "required": False,
-            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[!-~]([ -~]*[!-~])?$"},
+            "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX_CHARS,
+                       "pattern": r"^[!-~]([ -~]*[!-~])?$"},
             "description": "replays the first answer for 24 h (Stripe semantics)"}
     return {
         "openapi": "3.1.0",
@@ -175,7 +215,8 @@ def _webhook_paths(security: list[dict], job_id: list[dict], batch_id: list[dict
 
     n = {"name": "n", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
     url_body = {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "required": ["url"], "properties": {"url": {"type": "string"}}}}}}
+        "type": "object", "required": ["url"],
+        "properties": {"url": {"type": "string", "minLength": 1, "maxLength": WEBHOOK_URL_MAX_BYTES}}}}}}
     return {
         "/v1/webhooks/secret": {"get": op("The key's webhook signing secret (whsec_...)", "{secret}")},
         "/v1/webhooks/secret/rotate": {"post": op("A new secret; the old one also signs for 24 h", "{secret}")},

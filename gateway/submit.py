@@ -85,7 +85,10 @@ def accept(svc: Services, key: ApiKey, items: Sequence[Prepared], answer: Callab
     s = svc.settings
     jobs = [p.job for p in items]
     status, body = answer(jobs)
-    idem = Idempotency(idem_key, body_fingerprint, status, json.dumps(body)) if idem_key else None
+    idem = None
+    if idem_key:  # the answer as compact UTF-8, like the records: it weighs what the bounded fields it echoes do
+        stored = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        idem = Idempotency(idem_key, body_fingerprint, status, stored)
     limits = Limits(
         workers_since=time.time() - 3 * s.worker_heartbeat_s if need_worker else None,
         max_queued=s.max_queued, max_active_per_key=s.max_unfinished_per_key,

@@ -355,10 +355,10 @@ class JobStore:
                            idem.status if idem else 0, idem.body if idem else "",
                            "" if limits.workers_since is None else limits.workers_since,
                            limits.max_queued, limits.max_active_per_key,
-                           json.dumps(_encode(batch)) if batch else ""]
+                           _json(_encode(batch)) if batch else ""]
         for job in jobs:
             keys += [names.job(job.id), names.hold(job.id), names.params(job.id)]
-            args += [json.dumps(job.record()), json.dumps(job.params)]
+            args += [_json(job.record()), _json(job.params)]
         code, value, *rest = self._accept(keys=keys, args=args)
         if code == 1:
             return Accepted(balance=int(value))
@@ -468,12 +468,18 @@ class JobStore:
         return {2: Cancel.CANCELED, 3: Cancel.REQUESTED}.get(code, Cancel.TERMINAL)
 
 
+def _json(value: Any) -> str:
+    """Compact JSON with text kept as UTF-8 (not \\u escapes): what is stored weighs what the request bounds
+    count (shared.schemas: metadata bytes, prompt characters), not up to 3 times that."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 def _encode(record: dict[str, Any]) -> dict[str, str]:
     out = {}
     for key, value in record.items():
         if value is None:
             continue
-        out[key] = json.dumps(value) if key in _JSON_FIELDS else str(value)
+        out[key] = _json(value) if key in _JSON_FIELDS else str(value)
     return out
 
 

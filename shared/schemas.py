@@ -6,13 +6,30 @@ import json
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from shared.errors import InvalidRequest
 
 Point = tuple[float, float]
 Box = tuple[float, float, float, float]
 OUTPUTS = ("overlay_jpeg", "mask_jpeg", "mask_png", "cutout_png", "json")
+
+# Bounds on every field a request may carry (README "Request bounds"; gateway/openapi.py states them as
+# maxLength etc.). Over one is a 400 `invalid_request` naming the field and the limit, checked on the raw value
+# (before any trimming), so nothing is charged and no job is made. Together they keep one accepted job's Redis
+# footprint bounded (bench/footprint.py). The image's own size is SAMQ_MAX_IMAGE_BYTES (413), not a bound here.
+PROMPT_MAX_CHARS = 1000  # a text prompt; a list of phrases counts all its phrases together
+PROMPT_MAX_PHRASES = 32
+IMAGE_URL_MAX_BYTES = 4096  # an image given by URL (UTF-8 bytes: an ASCII URL's length); room for presigned URLs
+WEBHOOK_URL_MAX_BYTES = 2048  # webhook_url of jobs, batches and POST /v1/webhooks/enable
+METADATA_MAX_BYTES = 16 * 1024  # serialized as compact JSON in UTF-8, as it is stored
+METADATA_MAX_KEYS = 64  # counted at every level: every key of every object inside, the top one included
+METADATA_MAX_DEPTH = 4  # the metadata object is level 1; each object or array inside it one level more
+ARRAY_TEXT_MAX_CHARS = 65_536  # coordinates, remove_coordinates, boxes, point_labels written as a JSON string
+OUTPUTS_TEXT_MAX_CHARS = 256  # outputs written as a comma-separated string
+LIST_MAX_ITEMS = 16  # outputs and webhook_events as lists (duplicates are dropped)
+BOOL_TEXT_MAX_CHARS = 16  # a boolean or multimask written as a string ("true", " yes ", "all")
+IDEMPOTENCY_KEY_MAX_CHARS = 255  # the Idempotency-Key header (printable, trimmed)
 _TRUE = {"true", "1", "yes", "on", "t", "y"}
 _FALSE = {"false", "0", "no", "off", "f", "n", ""}
 
@@ -23,6 +40,8 @@ def parse_bool(value: Any) -> bool:
         return value
     if isinstance(value, int | float) and value in (0, 1):
         return bool(value)
+    if isinstance(value, str) and len(value) > BOOL_TEXT_MAX_CHARS:
+        raise ValueError(f"is a string of {len(value)} characters; the limit is {BOOL_TEXT_MAX_CHARS}")
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
     raise ValueError("expected a boolean: true/false, 1/0")
@@ -32,6 +51,7 @@ def parse_points(value: Any) -> list[Point]:
     """`[x,y]`, `[[x,y], ...]`, or either as a JSON string; numbers must be finite and >= 0."""
     if value is None:
         return []
+    _array_text(value)
     if isinstance(value, str) and value.strip() and not value.strip().startswith("["):
         value = f"[{value}]"  # "834,74" is a common spelling of one point
     value = _json_list(value, "expected [x,y] or [[x,y], ...]")
@@ -52,8 +72,66 @@ def parse_points(value: Any) -> list[Point]:
     return points
 
 
+def _array_text(value: Any) -> None:
+    """An array written as a JSON string is at most ARRAY_TEXT_MAX_CHARS long."""
+    if isinstance(value, str) and len(value) > ARRAY_TEXT_MAX_CHARS:
+        raise ValueError(f"is a string of {len(value)} characters; the limit is {ARRAY_TEXT_MAX_CHARS}")
+
+
+def _utf8_bytes(value: str) -> int:
+    """Length in UTF-8; text with an unpaired surrogate (valid JSON, not valid Unicode) is refused."""
+    try:
+        return len(value.encode())
+    except UnicodeEncodeError as exc:
+        raise ValueError("holds an unpaired UTF-16 surrogate escape: not valid Unicode text") from exc
+
+
+def check_text(value: str, limit: int) -> str:
+    """A text field of at most `limit` characters (raw, before trimming)."""
+    _utf8_bytes(value)
+    if len(value) > limit:
+        raise ValueError(f"is {len(value)} characters long; the limit is {limit}")
+    return value
+
+
+def check_url_size(value: str, limit: int) -> str:
+    """A URL of at most `limit` bytes in UTF-8 (for an ASCII URL, its length)."""
+    size = _utf8_bytes(value)
+    if size > limit:
+        raise ValueError(f"is {size} bytes long (UTF-8); the limit is {limit}")
+    return value
+
+
+def check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`metadata`: at most METADATA_MAX_DEPTH levels, METADATA_MAX_KEYS keys in all and METADATA_MAX_BYTES
+    serialized (compact JSON, UTF-8: exactly the bytes stored with the job or batch)."""
+    if value is None:
+        return None
+    keys, deepest, stack = 0, 1, [(value, 1)]
+    while stack:  # iterative; the body is at most gateway.body.MAX_DEPTH deep anyway
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            keys += len(item)
+        stack += [(v, level + 1) for v in (item.values() if isinstance(item, dict) else item)
+                  if isinstance(v, dict | list)]
+    if deepest > METADATA_MAX_DEPTH:
+        raise ValueError(f"nests objects or arrays {deepest} levels deep (the metadata object is level 1); "
+                         f"the limit is {METADATA_MAX_DEPTH}")
+    if keys > METADATA_MAX_KEYS:
+        raise ValueError(f"has {keys} keys (counted at every level); the limit is {METADATA_MAX_KEYS}")
+    try:
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    except UnicodeEncodeError as exc:
+        raise ValueError("holds an unpaired UTF-16 surrogate escape: not valid Unicode text") from exc
+    if size > METADATA_MAX_BYTES:
+        raise ValueError(f"is {size} bytes serialized (compact JSON, UTF-8); the limit is {METADATA_MAX_BYTES}")
+    return value
+
+
 def _json_list(value: Any, expected: str) -> list:
     """A list given as itself or as a JSON string; None and blank strings are empty."""
+    _array_text(value)
     if value is None or (isinstance(value, str) and not value.strip()):
         return []
     if isinstance(value, str):
@@ -92,6 +170,8 @@ def parse_multimask(value: Any) -> bool | str | None:
     """None (automatic), a boolean, or "all" (every candidate mask as its own object)."""
     if value is None:
         return None
+    if isinstance(value, str) and len(value) > BOOL_TEXT_MAX_CHARS:
+        raise ValueError(f"is a string of {len(value)} characters; the limit is {BOOL_TEXT_MAX_CHARS}")
     if isinstance(value, str) and value.strip().lower() == "all":
         return "all"
     return parse_bool(value)
@@ -102,8 +182,14 @@ def parse_phrases(value: Any) -> str | list[str] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return value.strip() or None
+        return check_text(value, PROMPT_MAX_CHARS).strip() or None
     if isinstance(value, list) and all(isinstance(p, str) for p in value):
+        if len(value) > PROMPT_MAX_PHRASES:
+            raise ValueError(f"has {len(value)} phrases; the limit is {PROMPT_MAX_PHRASES}")
+        for phrase in value:
+            _utf8_bytes(phrase)
+        if (total := sum(len(p) for p in value)) > PROMPT_MAX_CHARS:
+            raise ValueError(f"is {total} characters long in all its phrases; the limit is {PROMPT_MAX_CHARS}")
         phrases = [p.strip() for p in value if p.strip()]
         return phrases or None
     raise ValueError("expected a string or a list of strings")
@@ -112,6 +198,13 @@ def parse_phrases(value: Any) -> str | list[str] | None:
 Bool = Annotated[bool, BeforeValidator(parse_bool)]
 Points = Annotated[list[Point], BeforeValidator(parse_points)]
 Boxes = Annotated[list[Box], BeforeValidator(parse_boxes)]
+Prompt = Annotated[str, Field(max_length=PROMPT_MAX_CHARS)]
+Phrases = Annotated[list[Annotated[str, Field(max_length=PROMPT_MAX_CHARS)]], Field(max_length=PROMPT_MAX_PHRASES)]
+Metadata = Annotated[dict[str, Any] | None, AfterValidator(check_metadata)]
+WebhookUrlText = Annotated[str, Field(min_length=1, max_length=WEBHOOK_URL_MAX_BYTES),  # maxLength for the schema
+                           BeforeValidator(lambda v: check_url_size(v, WEBHOOK_URL_MAX_BYTES) if isinstance(v, str)
+                                           else v)]
+WebhookUrl = WebhookUrlText | None
 
 
 class SegmentRequest(BaseModel):
@@ -120,7 +213,7 @@ class SegmentRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     image: str = Field(min_length=1)
-    prompt: str | None = None
+    prompt: Prompt | None = None
     coordinates: Points = []
     remove_coordinates: Points = []
     overlay_mask: Bool = True
@@ -133,13 +226,15 @@ class SegmentRequest(BaseModel):
             return None
         if not isinstance(value, str):
             raise ValueError("expected a string")
-        return value.strip() or None
+        return check_text(value, PROMPT_MAX_CHARS).strip() or None
 
     @field_validator("image", mode="before")
     @classmethod
     def _image(cls, value: Any) -> Any:
         if not isinstance(value, str):
             raise ValueError("expected a base64 string or an http(s) URL")
+        if value.lstrip()[:8].lower().startswith(("http://", "https://")):
+            check_url_size(value, IMAGE_URL_MAX_BYTES)
         return value
 
     def check(self, max_points: int, max_boxes: int = 64, max_objects: int = 100) -> None:
@@ -148,8 +243,6 @@ class SegmentRequest(BaseModel):
             raise InvalidRequest("give a 'prompt' or 'coordinates'")
         if self.prompt is None and len(self.coordinates) + len(self.remove_coordinates) > max_points:
             raise InvalidRequest(f"'coordinates' and 'remove_coordinates' allow at most {max_points} points")
-        if self.prompt is not None and len(self.prompt) > 1000:
-            raise InvalidRequest("'prompt' is longer than 1000 characters")
 
     @property
     def is_url(self) -> bool:
@@ -171,19 +264,21 @@ class JobRequest(SegmentRequest):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    prompt: str | list[str] | None = None
+    prompt: Prompt | Phrases | None = None
     point_labels: list[int] | None = None
     boxes: Boxes = []
-    multimask: Annotated[bool | str | None, BeforeValidator(parse_multimask)] = None
+    multimask: Annotated[bool | Annotated[str, Field(max_length=BOOL_TEXT_MAX_CHARS)] | None,
+                         BeforeValidator(parse_multimask)] = None
     box_threshold: float | None = Field(None, ge=0, le=1)
     text_threshold: float | None = Field(None, ge=0, le=1)
     max_objects: int | None = Field(None, ge=1)
-    outputs: list[str] | None = None
+    outputs: Annotated[list[str], Field(max_length=LIST_MAX_ITEMS)] | None = None
     polygons: Bool = False
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
     priority: Literal["high", "normal", "low"] = "normal"
-    webhook_url: str | None = Field(None, min_length=1, max_length=2048)
-    webhook_events: list[Literal["started", "completed"]] = ["completed"]
+    webhook_url: WebhookUrl = None
+    webhook_events: Annotated[list[Literal["started", "completed"]], Field(max_length=LIST_MAX_ITEMS),
+                              AfterValidator(lambda v: list(dict.fromkeys(v)))] = ["completed"]
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -193,6 +288,7 @@ class JobRequest(SegmentRequest):
     @field_validator("point_labels", mode="before")
     @classmethod
     def _labels(cls, value: Any) -> Any:
+        _array_text(value)
         if isinstance(value, str):
             value = json.loads(value) if value.strip() else None
         if value is not None and (not isinstance(value, list) or any(v not in (0, 1) or isinstance(v, bool)
@@ -200,14 +296,25 @@ class JobRequest(SegmentRequest):
             raise ValueError("expected a list of 1 (include) and 0 (exclude) labels, one per coordinate")
         return value
 
+    @field_validator("webhook_events", mode="before")
+    @classmethod
+    def _events(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > LIST_MAX_ITEMS:
+            raise ValueError(f"has {len(value)} entries; the limit is {LIST_MAX_ITEMS}")
+        return value
+
     @field_validator("outputs", mode="before")
     @classmethod
     def _outputs(cls, value: Any) -> Any:
         if isinstance(value, str):
+            if len(value) > OUTPUTS_TEXT_MAX_CHARS:
+                raise ValueError(f"is a string of {len(value)} characters; the limit is {OUTPUTS_TEXT_MAX_CHARS}")
             value = [v.strip() for v in value.split(",") if v.strip()]
         if value is not None:
             if not isinstance(value, list) or not value:
                 raise ValueError(f"expected a non-empty list from {', '.join(OUTPUTS)}")
+            if len(value) > LIST_MAX_ITEMS:
+                raise ValueError(f"has {len(value)} entries; the limit is {LIST_MAX_ITEMS}")
             unknown = [v for v in value if v not in OUTPUTS]
             if unknown:
                 raise ValueError(f"unknown output {unknown[0]!r}; choose from {', '.join(OUTPUTS)}")
@@ -218,10 +325,6 @@ class JobRequest(SegmentRequest):
         """Rules across fields."""
         if self.prompt is None and not self.coordinates and not self.boxes:
             raise InvalidRequest("give a 'prompt', 'coordinates' or 'boxes'")
-        if isinstance(self.prompt, str) and len(self.prompt) > 1000:
-            raise InvalidRequest("'prompt' is longer than 1000 characters")
-        if isinstance(self.prompt, list) and len(self.prompt) > 32:
-            raise InvalidRequest("'prompt' allows at most 32 phrases")
         if self.prompt is None:
             if len(self.coordinates) + len(self.remove_coordinates) > max_points:
                 raise InvalidRequest(f"'coordinates' and 'remove_coordinates' allow at most {max_points} points")
@@ -267,10 +370,10 @@ class BatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    items: list[Any] = Field(min_length=1)
-    webhook_url: str | None = Field(None, min_length=1, max_length=2048)
+    items: list[Any] = Field(min_length=1)  # at most SAMQ_MAX_BATCH_ITEMS (gateway.submit.prepare_batch)
+    webhook_url: WebhookUrl = None
     priority: Literal["high", "normal", "low"] | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
 
 
 def check_inside(params: dict[str, Any], width: int, height: int) -> None:
@@ -300,5 +403,7 @@ def parse_body(model: type[BaseModel], body: Any, prefix: str = "") -> Any:
             message = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 message = "unknown field"
-            problems.append(f"'{field}': {message}")
+            # "'metadata' is 20480 bytes serialized; ..." reads better without the colon
+            sep = " " if message.startswith(("is ", "has ", "nests ", "holds ")) else ": "
+            problems.append(f"'{field}'{sep}{message}")
         raise InvalidRequest("; ".join(problems)) from exc

@@ -11,19 +11,22 @@ from gateway.services import services
 from gateway.submit import accept, fingerprint, prepare
 from shared.errors import Expired, InvalidRequest, NoResult, NotCancelable, NotFinished, NotFound, SamqError
 from shared.jobs import Accepted, Cancel, JobStatus, id_age_s
-from shared.schemas import JobRequest, parse_body
+from shared.schemas import IDEMPOTENCY_KEY_MAX_CHARS, JobRequest, parse_body
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
 
 def idempotency_key() -> str | None:
-    """The request's Idempotency-Key header (1 to 255 printable characters), if any."""
+    """The request's Idempotency-Key header (1 to IDEMPOTENCY_KEY_MAX_CHARS printable characters), if any."""
     value = request.headers.get("Idempotency-Key")
     if value is None:
         return None
     value = value.strip()
-    if not 0 < len(value) <= 255 or not value.isprintable():
-        raise InvalidRequest("'Idempotency-Key' must be 1 to 255 printable characters")
+    if len(value) > IDEMPOTENCY_KEY_MAX_CHARS:
+        raise InvalidRequest(f"'Idempotency-Key' is {len(value)} characters long; the limit is "
+                             f"{IDEMPOTENCY_KEY_MAX_CHARS}")
+    if not value or not value.isprintable():
+        raise InvalidRequest(f"'Idempotency-Key' must be 1 to {IDEMPOTENCY_KEY_MAX_CHARS} printable characters")
     return value
 
 

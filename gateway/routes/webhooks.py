@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from gateway.auth import authenticate
 from gateway.body import request_body
@@ -12,7 +12,7 @@ from gateway.routes.jobs import own_job
 from gateway.services import services
 from shared import outbox, webhooks
 from shared.errors import NotFound, WebhookDisabled
-from shared.schemas import parse_body
+from shared.schemas import WebhookUrlText, parse_body
 from shared.webhooks import Event
 
 bp = Blueprint("webhooks", __name__)
@@ -22,7 +22,7 @@ class EnableRequest(BaseModel):
     """Body of POST /v1/webhooks/enable."""
 
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(min_length=1, max_length=2048)
+    url: WebhookUrlText
 
 
 @bp.get("/v1/webhooks/secret")
