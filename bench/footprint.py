@@ -5,6 +5,7 @@ Submits through the gateway's routes in-process (create_app; no gunicorn, no wor
 on database 1 of the Redis server, which it flushes before each case. Each case is one accepted request:
   job         POST /v1/jobs, every field at its bound (shared/schemas.py), with an Idempotency-Key
   batch-1     POST /v1/batches of one such item, the batch's metadata and webhook_url at their bounds too
+  batch-2     the same with two items (the batch and idempotency records shared 2 ways)
   batch-N     the same batch with --items items: the batch and idempotency records shared N ways
 Sizes are `MEMORY USAGE key SAMPLES 0` (every field counted, allocator rounding included) of the keys the
 accept wrote, per job: the job hash, its params string and credit hold, the idempotency record, the batch hash
@@ -112,6 +113,7 @@ def main() -> None:
         cases = {
             "job": measure(db, client, "/v1/jobs", item, 1),
             "batch-1": measure(db, client, "/v1/batches", {"items": [item], **batch_fields}, 1),
+            "batch-2": measure(db, client, "/v1/batches", {"items": [item] * 2, **batch_fields}, 2),
             f"batch-{args.items}": measure(db, client, "/v1/batches",
                                            {"items": [item] * args.items, **batch_fields}, args.items),
         }
