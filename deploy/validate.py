@@ -6,6 +6,9 @@
    are errors), or, for KEDA's kinds, against the CRD schemas vendored in deploy/k8s/schemas (made strict too).
 4. `docker-compose config` accepts docker-compose.yml, alone and with docker-compose.cpu.yml.
 5. hadolint passes deploy/*.Dockerfile (settings in deploy/hadolint.yaml).
+6. `nginx -t` accepts deploy/nginx/samq.conf, included as the official nginx image includes it (nginx_config:
+   the image's http{} settings, every path in a temporary folder, the upstream on loopback so that it resolves
+   here). Skipped, saying so, where no nginx binary is installed (`.ci/run` installs Debian's).
 
     .venv/bin/python deploy/validate.py           # exit 0 when everything passes; a summary line per check
 """
@@ -16,6 +19,7 @@ import copy
 import shutil
 import subprocess
 import sys
+import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -29,10 +33,17 @@ OVERLAYS = ("dev", "prod")
 K8S_VERSION = "1.30.0"  # oldest release the manifests target (autoscaling/v2, policy/v1 and up)
 COMPOSE_FILES = (("docker-compose.yml",), ("docker-compose.yml", "docker-compose.cpu.yml"))
 CRD_DIR = K8S / "schemas"
+NGINX_CONF = ROOT / "deploy" / "nginx" / "samq.conf"
+NGINX_UPSTREAM = "server samq-gateway:8000;"  # the one line naming the gateway (compose alias, Kubernetes Service)
+NGINX_LISTEN = "listen 8080;"
 
 
 class Invalid(Exception):
     """A deployment file failed a check."""
+
+
+class Skipped(Exception):
+    """A check whose tool is not installed here."""
 
 
 def tool(name: str) -> str:
@@ -143,6 +154,69 @@ def check_compose(files: tuple[str, ...]) -> str:
     return f"docker-compose config {' + '.join(files)}: valid, {len(services)} services"
 
 
+def nginx_binary() -> str | None:
+    """Debian's nginx lives in /usr/sbin, which a user's PATH may lack."""
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).is_file()), None)
+
+
+def nginx_config(workdir: Path, upstream: str = "127.0.0.1:8000", listen: str = "127.0.0.1:8080") -> Path:
+    """A main nginx.conf in `workdir` that includes a copy of deploy/nginx/samq.conf; returns its path.
+
+    The main file is the official image's nginx.conf (its http{} settings, which samq.conf must not repeat) with
+    every path moved into `workdir`; the copy differs from samq.conf only in the gateway's address (`upstream`,
+    host:port, which nginx resolves when it starts) and the address nginx listens on (`listen`). Used by
+    check_nginx (`nginx -t`) and tests/integration/test_proxy.py (a real nginx in front of a real gunicorn).
+    """
+    text = NGINX_CONF.read_text()
+    for line, value in ((NGINX_UPSTREAM, f"server {upstream};"), (NGINX_LISTEN, f"listen {listen};")):
+        if text.count(line) != 1:
+            raise Invalid(f"{NGINX_CONF.relative_to(ROOT)}: expected `{line}` exactly once")
+        text = text.replace(line, value)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "samq.conf").write_text(text)
+    main = workdir / "nginx.conf"
+    main.write_text(f"""# the official nginx image's nginx.conf, paths moved into {workdir}
+worker_processes 1;
+error_log {workdir}/error.log notice;
+pid {workdir}/nginx.pid;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    default_type application/octet-stream;
+    log_format main '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent';
+    access_log {workdir}/access.log main;
+    sendfile on;
+    keepalive_timeout 65;
+    client_body_temp_path {workdir}/client_temp;
+    proxy_temp_path {workdir}/proxy_temp;
+    fastcgi_temp_path {workdir}/fastcgi_temp;
+    uwsgi_temp_path {workdir}/uwsgi_temp;
+    scgi_temp_path {workdir}/scgi_temp;
+    include {workdir}/samq.conf;
+}}
+""")
+    return main
+
+
+def check_nginx() -> str:
+    """Step 6."""
+    nginx = nginx_binary()
+    if nginx is None:
+        raise Skipped("nginx -t: no nginx binary here (`.ci/run` installs Debian's nginx): "
+                      f"{NGINX_CONF.relative_to(ROOT)} not checked")
+    with tempfile.TemporaryDirectory(prefix="samq-nginx-") as tmp:
+        main = nginx_config(Path(tmp))
+        argv = [nginx, "-t", "-e", str(Path(tmp) / "error.log"), "-c", str(main)]
+        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        out = proc.stdout + proc.stderr + (Path(tmp) / "error.log").read_text()
+    # A warning is a mistake here too (a directive nginx ignores, a limit it cannot honour).
+    if proc.returncode != 0 or "[warn]" in out:
+        raise Invalid(f"{' '.join(argv)} ({NGINX_CONF.relative_to(ROOT)}) failed ({proc.returncode}):\n{out}")
+    version = subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr.strip()
+    return f"nginx -t: {NGINX_CONF.relative_to(ROOT)} valid ({version.removeprefix('nginx version: ')})"
+
+
 def check_dockerfiles() -> str:
     """Step 5."""
     files = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("deploy/*.Dockerfile"))
@@ -153,11 +227,13 @@ def check_dockerfiles() -> str:
 def main() -> int:
     """Run every check; print one line each; exit 1 on the first failure of any."""
     checks = [check_yaml, *(lambda o=o: check_overlay(o) for o in OVERLAYS),
-              *(lambda f=f: check_compose(f) for f in COMPOSE_FILES), check_dockerfiles]
+              *(lambda f=f: check_compose(f) for f in COMPOSE_FILES), check_dockerfiles, check_nginx]
     failed = 0
     for check in checks:
         try:
             print(f"ok    {check()}", flush=True)
+        except Skipped as exc:
+            print(f"skip  {exc}", flush=True)
         except Invalid as exc:
             print(f"FAIL  {exc}", flush=True)
             failed += 1

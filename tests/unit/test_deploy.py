@@ -1,10 +1,12 @@
 """Checks of the fleet deliverables against the code they must agree with: docker-compose.yml (+ the CPU
-override), deploy/*.Dockerfile, .dockerignore and the Kubernetes overlays as `kubectl kustomize` renders them.
+override), deploy/*.Dockerfile, .dockerignore, the proxy's deploy/nginx/samq.conf and the Kubernetes overlays as
+`kubectl kustomize` renders them.
 
 No Docker engine or cluster is needed: the files are parsed (the prod and dev overlays rendered with kubectl) and
 checked against shared/settings.py (every SAMQ_* variable is a setting), shared/names.py (queues, imported, never
-copied), gateway/supervisor.py (the command lines of `samq run`) and pyproject.toml (what each image installs).
-`make lint` runs the tools themselves (deploy/validate.py: schemas, docker-compose config, hadolint).
+copied), gateway/supervisor.py (the command lines of `samq run`), gateway/app.py (the body limit nginx repeats) and
+pyproject.toml (what each image installs). `make lint` runs the tools themselves (deploy/validate.py: schemas,
+docker-compose config, hadolint, nginx -t); tests/integration/test_proxy.py runs nginx with samq.conf.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import redis
 import yaml
 from packaging.requirements import Requirement
 
+from gateway.app import create_app
 from gateway.supervisor import gateway_command, worker_command
 from shared import names
 from shared.queue import make_celery
@@ -34,6 +37,7 @@ COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
 GATEWAY_DOCKERFILE = ROOT / "deploy" / "gateway.Dockerfile"
 WORKER_DOCKERFILE = ROOT / "deploy" / "worker.Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
+NGINX_CONF = ROOT / "deploy" / "nginx" / "samq.conf"
 
 SETTING_VARS = {f"SAMQ_{name.upper()}" for name in Settings.model_fields}
 SAMQ_VAR = re.compile(r"\bSAMQ_[A-Z0-9_]+\b")
@@ -199,6 +203,56 @@ def duration_s(text: str) -> float:
     return sum(float(n) * units[u] for n, u in parts)
 
 
+NGINX_TOKEN = re.compile(r"""'[^']*'|"[^"]*"|[{};]|[^\s{};'"#]+|#[^\n]*""")
+
+
+def _nginx_unquote(word: str) -> str:
+    """A quoted nginx argument's text: nginx reads \\n, \\t, \\r, drops the backslash of \\" \\' \\\\, keeps others."""
+    if word[:1] not in "'\"":
+        return word
+    escapes = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "'": "'", "\\": "\\"}
+    return re.sub(r"\\(.)", lambda m: escapes.get(m.group(1), m.group(0)), word[1:-1])
+
+
+def nginx_directives(text: str) -> list[tuple[tuple[str, ...], str, list[str]]]:
+    """(enclosing blocks, name, arguments) of every directive in an nginx config; quotes stripped, comments dropped.
+
+    A block is named by its directive and arguments: ("server",), ("upstream samq_gateway",), ("location /",).
+    """
+    out: list[tuple[tuple[str, ...], str, list[str]]] = []
+    stack: list[str] = []
+    words: list[str] = []
+    for tok in NGINX_TOKEN.findall(text):
+        if tok.startswith("#"):
+            continue
+        if tok in ("{", ";"):
+            name, args = words[0], [_nginx_unquote(w) for w in words[1:]]
+            out.append((tuple(stack), name, args))
+            if tok == "{":
+                stack.append(" ".join(words))
+            words = []
+        elif tok == "}":
+            assert not words, f"nginx config: {words} before a closing brace"
+            stack.pop()
+        else:
+            words.append(tok)
+    assert not stack and not words, "nginx config: unbalanced braces or a missing semicolon"
+    return out
+
+
+def nginx_value(name: str, context: tuple[str, ...] = ("server",)) -> list[str]:
+    """The arguments of the one `name` directive directly in `context` of deploy/nginx/samq.conf."""
+    found = [args for ctx, n, args in nginx_directives(NGINX_CONF.read_text()) if n == name and ctx == context]
+    assert len(found) == 1, f"samq.conf: {len(found)} `{name}` directives in {context or 'http'}"
+    return found[0]
+
+
+def nginx_seconds(value: str) -> float:
+    """An nginx time (10s, 1m, 90) in seconds."""
+    number, unit = re.fullmatch(r"(\d+)(ms|s|m|h)?", value).groups()
+    return int(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[unit]
+
+
 def closure(reqs: list[str]) -> set[str]:
     """Distribution names installed by `reqs`, following their dependencies as installed in this environment."""
     seen: set[str] = set()
@@ -228,7 +282,7 @@ def test_compose_parses_with_expected_services(compose: dict) -> None:
     assert "version" not in compose, "the top-level `version:` key is obsolete"
     services = compose.get("services")
     assert isinstance(services, dict)
-    assert {"redis", "minio", "createbuckets", "gateway", "worker", "webhooks", "flower"} == set(services)
+    assert {"redis", "minio", "createbuckets", "gateway", "proxy", "worker", "webhooks", "flower"} == set(services)
     for name, service in services.items():
         assert "profiles" not in service, f"{name}: `docker compose up` must start the whole fleet"
 
@@ -370,9 +424,66 @@ def test_createbuckets_makes_the_bucket_and_its_lifecycle_rule(compose: dict) ->
 
 def test_gateway_service(compose: dict) -> None:
     gateway = compose["services"]["gateway"]
-    assert any(str(p).endswith(":8000") for p in gateway["ports"])
+    assert "ports" not in gateway, "clients reach the gateway through the proxy only"
+    assert [str(p) for p in gateway["expose"]] == ["8000"]
+    assert "samq-gateway" in gateway["networks"]["default"]["aliases"], "the name samq.conf's upstream uses"
     assert "deploy" not in gateway, "the gateway must not reserve a GPU"
     assert "command" not in gateway and "entrypoint" not in gateway, "gateway runs the image's CMD"
+
+
+def test_proxy_service_is_the_only_public_port(compose: dict) -> None:
+    services = compose["services"]
+    proxy = services["proxy"]
+    assert re.fullmatch(r"nginx:\d+\.\d+\.\d+-alpine", proxy["image"]), "the official image, pinned"
+    assert proxy["volumes"] == ["./deploy/nginx/samq.conf:/etc/nginx/conf.d/default.conf:ro"]
+    listen = nginx_value("listen")[0]
+    assert proxy["ports"] == [f"8000:{listen}"], "users keep port 8000"
+    assert resolve(environment(services["gateway"])["SAMQ_PUBLIC_URL"]).endswith(":8000")
+    assert proxy["depends_on"] == {"gateway": {"condition": "service_healthy"}}, "nginx resolves the gateway at start"
+    check = proxy["healthcheck"]["test"]
+    assert check[0] == "CMD" and f"http://127.0.0.1:{listen}/nginx-healthz" in check
+    assert nginx_value("return", ("server", "location = /nginx-healthz"))[0] == "200"
+    for name, service in services.items():  # everything else is on loopback, or not published at all
+        for port in service.get("ports", []) if name != "proxy" else []:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+
+
+def test_nginx_limits_agree_with_the_gateway(compose: dict, prod: list[dict], clean_env: pytest.MonkeyPatch) -> None:
+    """deploy/nginx/samq.conf repeats a few of the gateway's numbers: they must be the gateway's."""
+    with clean_env.context() as mp:
+        for key, value in environment(compose["services"]["gateway"]).items():
+            mp.setenv(key, resolve(value))
+        compose_settings = Settings()
+    for settings in (compose_settings, config_settings(prod, clean_env)):
+        limit = create_app(settings).config["MAX_CONTENT_LENGTH"]
+        assert nginx_value("client_max_body_size") == [str(limit)], "nginx refuses exactly what the gateway would"
+        assert nginx_seconds(nginx_value("proxy_read_timeout")[0]) > settings.sync_timeout_s
+    too_large = nginx_value("return", ("server", "location @too_large"))
+    assert too_large[0] == "413" and json.loads(too_large[1])["error"] == {
+        "code": "too_large", "message": f"the body is larger than the limit of {limit} bytes; send large images "
+                                        "by URL, or split the batch"}, "the gateway's own 413 (gateway/errors.py)"
+    assert nginx_seconds(nginx_value("proxy_read_timeout")[0]) == int(long_options(exec_cmd(GATEWAY_DOCKERFILE))[
+        "--timeout"]), "nginx waits as long as gunicorn lets a request run"
+    for name in ("client_header_timeout", "client_body_timeout"):
+        assert nginx_seconds(nginx_value(name)[0]) <= 10, name
+    assert nginx_value("proxy_request_buffering") == ["on"] and nginx_value("proxy_buffering") == ["on"]
+
+    # Keep-alive to the gateway: HTTP/1.1, no Connection header, idle connections dropped before gunicorn drops
+    # them (a request sent on a connection gunicorn is closing fails; nginx does not retry a POST).
+    upstream = ("upstream samq_gateway",)
+    assert nginx_value("server", upstream) == ["samq-gateway:8000"]
+    assert int(nginx_value("keepalive", upstream)[0]) > 0
+    from gunicorn.config import Config
+
+    for argv in (exec_cmd(GATEWAY_DOCKERFILE), gateway_command(Settings())):
+        assert "--keep-alive" not in argv, "gunicorn's keep-alive is its default"
+    assert nginx_seconds(nginx_value("keepalive_timeout", upstream)[0]) < Config().keepalive
+    assert nginx_value("proxy_http_version") == ["1.1"]
+    headers = {args[0].lower(): args[1] for ctx, name, args in nginx_directives(NGINX_CONF.read_text())
+               if name == "proxy_set_header"}
+    assert headers["connection"] == "" and headers["x-forwarded-for"] == "$proxy_add_x_forwarded_for"
+    assert headers["x-request-id"] == "$samq_request_id" and headers["host"] == "$http_host"
+    assert nginx_value("proxy_pass", ("server", "location /")) == ["http://samq_gateway"]
 
 
 def test_worker_service(compose: dict, clean_env: pytest.MonkeyPatch) -> None:
@@ -542,8 +653,8 @@ def test_worker_cmd_matches_supervisor_and_queues(clean_env: pytest.MonkeyPatch)
     assert expected[1:3] == ["-m", "celery"]
     assert cmd == ["celery", *expected[3:]]
     opts = long_options(cmd)
-    assert opts["--pool"] == "solo"
-    assert opts["--concurrency"] == "1"
+    assert opts["--pool"] == "threads"
+    assert opts["--concurrency"] == str(Settings().worker_slots)
     assert opts["--prefetch-multiplier"] == "1"
     assert opts["--queues"].split(",") == list(names.INFER_QUEUES)
     assert cmd[cmd.index("-A") + 1] == "worker.celery_app:app"
@@ -623,6 +734,36 @@ def test_gpu_worker_probes_itself(prod: list[dict], dev: list[dict]) -> None:
     assert "nvidia.com/gpu" not in container(dev, "samq-worker")["resources"]["limits"]
 
 
+@pytest.mark.parametrize("overlay", ["prod", "dev"])
+def test_proxy_deployment_runs_samq_conf(overlay: str, compose: dict) -> None:
+    objects = validate.render(overlay)
+    pod = find(objects, "Deployment", "samq-proxy")["spec"]["template"]["spec"]
+    nginx = pod["containers"][0]
+    assert nginx["image"] == compose["services"]["proxy"]["image"], "the image compose runs"
+    assert "command" not in nginx and "args" not in nginx, "the image's own nginx.conf includes conf.d/*.conf"
+    mounts = {m["mountPath"]: m for m in nginx["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    config = volumes[mounts["/etc/nginx/conf.d"]["name"]]["configMap"]["name"]
+    assert find(objects, "ConfigMap", config)["data"] == {"default.conf": NGINX_CONF.read_text()}, "samq.conf itself"
+    # Non-root on a read-only root: the image's nginx user, and writable folders for temp files and the pid.
+    assert pod["securityContext"]["runAsUser"] == 101 and nginx["securityContext"]["readOnlyRootFilesystem"]
+    for path in ("/var/cache/nginx", "/run"):
+        assert "emptyDir" in volumes[mounts[path]["name"]], path
+    listen = int(nginx_value("listen")[0])
+    assert nginx["ports"] == [{"name": "http", "containerPort": listen}], "an unprivileged port: not root"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert nginx[probe]["httpGet"] == {"path": "/nginx-healthz", "port": "http"}, "the proxy's own answer"
+    service = find(objects, "Service", "samq-proxy")["spec"]
+    assert service["ports"] == [{"name": "http", "port": 80, "targetPort": "http"}]
+    assert service["selector"].items() <= find(objects, "Deployment", "samq-proxy")["spec"]["template"][
+        "metadata"]["labels"].items()
+    # The upstream in samq.conf is the gateway's Service, on the gateway container's port.
+    host, port = nginx_value("server", ("upstream samq_gateway",))[0].split(":")
+    gateway = find(objects, "Service", host)["spec"]["ports"]
+    assert [p["port"] for p in gateway] == [int(port)]
+    assert gateway[0]["targetPort"] in [p["name"] for p in container(objects, host)["ports"]]
+
+
 def test_gateway_ready_on_readyz_and_scaled_on_cpu(prod: list[dict]) -> None:
     gateway = container(prod, "samq-gateway")
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -673,5 +814,5 @@ def test_every_deployment_has_a_pdb_and_resolvable_config(overlay: str, clean_en
 def test_deploy_docs_name_what_was_not_run() -> None:
     text = (ROOT / "docs" / "DEPLOY.md").read_text()
     assert "not run here" in text.lower() and "make lint" in text
-    for section in ("Sizing", "Scaling knobs", "Upgrading without losing jobs", "Load test", "Redis"):
+    for section in ("Sizing", "Scaling knobs", "Upgrading without losing jobs", "Load test", "Redis", "Slow clients"):
         assert f"## {section}" in text, section
