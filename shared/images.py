@@ -114,12 +114,12 @@ def load_rgb(data: bytes, max_bytes: int, max_pixels: int, min_side: int = 0) ->
         if min_side and img.format in ("JPEG", "MPO") and (factor := min(img.size) // min_side) >= 2:
             img.draft("RGB", (-(-img.width // factor), -(-img.height // factor)))
         img.load()
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             # 16-bit greyscale: scale to 8 bits rather than clipping (8-bit data stored as 16 stays as it is).
             high = img.getextrema()[1]
             scale = 255 / 65535 if high > 255 else 1
             img = img.convert("I").point(lambda v: v * scale).convert("L")
-        return img.convert("RGB")
+        return img if img.mode == "RGB" else img.convert("RGB")  # convert() would copy an RGB image
     except Exception as exc:
         raise UndecodableImage(f"the image could not be decoded: {exc}") from exc

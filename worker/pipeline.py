@@ -12,7 +12,7 @@ from PIL import Image
 from shared.schemas import check_inside
 from worker import export, render
 from worker.embedding import Embedder
-from worker.inputs import Picture
+from worker.inputs import PIXEL_OUTPUTS, Picture
 from worker.metrics import stage
 from worker.models.dino import Detection, Detector, detect
 
@@ -122,14 +122,20 @@ def segment(embedder: Embedder, dino: Detector, picture: Picture, params: dict[s
     return [Object("points", round(s, 4), m, _bounds(m)) for m, s in _choose(masks, scores, wanted)], hit
 
 
-def render_outputs(picture: Picture, objects: list[Object], params: dict[str, Any]) -> dict[str, tuple[bytes, str]]:
-    """Every requested output, encoded (`picture.full` is there whenever an output needs the photo's pixels)."""
+def render_outputs(picture: Picture, objects: list[Object], params: dict[str, Any],
+                   consume: bool = False) -> dict[str, tuple[bytes, str]]:
+    """Every requested output, encoded (`picture.full` is there whenever an output needs the photo's pixels).
+
+    `consume`: the caller is done with the picture, so the overlay may be drawn on the photo itself (no copy).
+    """
     image, size = picture.full, picture.size
     masks = [o.mask for o in objects]
     files: dict[str, tuple[bytes, str]] = {}
-    for name in params.get("outputs", ["overlay_jpeg"]):
+    wanted = params.get("outputs", ["overlay_jpeg"])
+    for name in wanted:
         if name == "overlay_jpeg":
-            files[name] = (render.to_jpeg(render.overlay(image, masks)), "image/jpeg")
+            last = consume and not PIXEL_OUTPUTS.intersection(wanted[wanted.index(name) + 1 :])
+            files[name] = (render.to_jpeg(render.overlay(image, masks, in_place=last)), "image/jpeg")
         elif name == "mask_jpeg":
             files[name] = (render.to_jpeg(render.mask_image(size, masks)), "image/jpeg")
         elif name == "mask_png":

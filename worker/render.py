@@ -32,25 +32,24 @@ def contour(mask: np.ndarray) -> np.ndarray:
     return mask & ~cv2.erode(mask.view(np.uint8), _CROSS).view(bool)
 
 
-def overlay(image: Image.Image, masks: list[np.ndarray]) -> Image.Image:
-    """The image with each mask blended in its own colour and outlined.
+def overlay(image: Image.Image, masks: list[np.ndarray], in_place: bool = False) -> Image.Image:
+    """The image with each mask blended in its own colour and outlined (`in_place`: drawn on `image` itself).
 
-    uint8 throughout and only inside each mask's bounding box (grown by the 1 px the outline looks at):
-    cv2.addWeighted rounds half to even, as the float blend it replaced did.
+    Drawn in Pillow, one paste per mask inside its bounding box (grown by the 1 px the outline looks at), through
+    an alpha of 128/255 inside the mask (within 1 of an exact half blend) and 255 on its outline. The photo never
+    goes through numpy: at 12 MP that round trip alone costs more than the JPEG encode.
     """
-    out = np.array(image.convert("RGB"))
-    height, width = out.shape[:2]
+    out = image.convert("RGB") if image.mode != "RGB" else image if in_place else image.copy()
+    width, height = out.size
     for i, mask in enumerate(masks):
         box = bounds(mask)
         if box is None:
             continue
         y0, y1, x0, x1 = max(box[0] - 1, 0), min(box[1] + 1, height), max(box[2] - 1, 0), min(box[3] + 1, width)
-        region, inside = out[y0:y1, x0:x1], np.ascontiguousarray(mask[y0:y1, x0:x1])
-        colour = PALETTE[i % len(PALETTE)]
-        blended = cv2.addWeighted(region, 1 - ALPHA, np.broadcast_to(colour, region.shape).copy(), ALPHA, 0)
-        cv2.copyTo(blended, inside.view(np.uint8), region)  # in place: region is a view of out
-        region[contour(inside)] = colour
-    return Image.fromarray(out, "RGB")
+        inside = np.ascontiguousarray(mask[y0:y1, x0:x1])
+        alpha = (inside.view(np.uint8) << 7) | (contour(inside).view(np.uint8) * 255)  # 0, 128 inside, 255 outline
+        out.paste(tuple(int(c) for c in PALETTE[i % len(PALETTE)]), (x0, y0, x1, y1), Image.fromarray(alpha))
+    return out
 
 
 def mask_image(size: tuple[int, int], masks: list[np.ndarray]) -> Image.Image:
@@ -64,7 +63,7 @@ def mask_image(size: tuple[int, int], masks: list[np.ndarray]) -> Image.Image:
 def to_jpeg(image: Image.Image, quality: int = 90) -> bytes:
     """Encode as JPEG."""
     buf = io.BytesIO()
-    image.convert("RGB").save(buf, "JPEG", quality=quality)
+    (image if image.mode == "RGB" else image.convert("RGB")).save(buf, "JPEG", quality=quality)
     return buf.getvalue()
 
 

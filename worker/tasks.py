@@ -35,7 +35,7 @@ def run_job(rt: Runtime, job: dict, timings: Timings) -> tuple[pipeline.Outcome,
     priority = names.INFER_QUEUES.index(queue) if queue in names.INFER_QUEUES else 1
     answer = rt.device().segment(picture, job["params"], priority, timings)
     with stage("render"):
-        files = pipeline.render_outputs(picture, answer.objects, job["params"])
+        files = pipeline.render_outputs(picture, answer.objects, job["params"], consume=True)
     return pipeline.Outcome(answer.objects, files, answer.cache_hit), answer.batch
 
 

@@ -1,0 +1,201 @@
+"""W1-W3: the worker's CPU stages against the codec floor, and one real worker's device-busy fraction and jobs/s.
+
+Run: `python bench/pipeline.py [--only w1,w2] [--jobs 30] [--baseline REV] [--redis-url redis://127.0.0.1:6379]`
+
+W1 (in-process, one thread): CPU time per job outside the models (decode the stored input, render, encode,
+    upload to local storage) at 1920x1080 and 4032x3024, for `overlay_jpeg` and `json`, with two objects
+    covering about a fifth of the photo each. Beside it, in the same run: the codec floor (Pillow decoding
+    the photo plus a q90 JPEG encode of its size, which every overlay answer pays) and the code before
+    the pipelined worker (full decode, the float32 whole-image blend).
+W2/W3 (real processes): one worker under OMP_NUM_THREADS=1, tiny-random models, `--jobs` distinct
+    photo-like JPEGs queued before it starts (one click each, `overlay_jpeg`). Busy fraction = the sum
+    over jobs of their model stages (detect + encode + decode, from each job's `timings`) divided by the
+    wall time from the first start to the last finish; jobs/s over the same wall time. `--baseline REV`
+    runs that revision's worker on the same photos in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from common import add_redis_arg, baseline_checkout, bench_stack, record, summary_ms
+from PIL import Image
+
+from tests.helpers import ASTRONAUT_PNG, ROCKET_JPG, wait_until  # noqa: I001  (after common: this checkout first)
+
+SIZES = {"1080p": (1920, 1080), "12MP": (4032, 3024)}
+MODEL_STAGES = ("detect_ms", "encode_ms", "decode_ms")
+
+
+def photo_jpeg(size: tuple[int, int], seed: int) -> bytes:
+    """A photo-like JPEG: a real photograph enlarged to `size`, shifted per seed, with sensor-like noise, q92."""
+    rng = np.random.default_rng(seed)
+    source = Image.open([ROCKET_JPG, ASTRONAUT_PNG][seed % 2]).convert("RGB")
+    image = np.asarray(source.resize(size, Image.LANCZOS), dtype=np.int16)
+    image = np.roll(image, int(rng.integers(0, size[0])), axis=1) + rng.normal(0, 4, image.shape).astype(np.int16)
+    buf = io.BytesIO()
+    Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
+def two_masks(size: tuple[int, int]) -> list[np.ndarray]:
+    """Two overlapping elliptical objects, about a fifth of the picture each."""
+    w, h = size
+    yy, xx = np.ogrid[:h, :w]
+    return [((xx - 0.4 * w) / (0.3 * w)) ** 2 + ((yy - 0.5 * h) / (0.35 * h)) ** 2 < 1,
+            ((xx - 0.65 * w) / (0.25 * w)) ** 2 + ((yy - 0.55 * h) / (0.3 * h)) ** 2 < 1]
+
+
+def w1(rounds: int) -> dict:
+    """CPU per job outside the models: before, now, and the codec floor, interleaved."""
+    from shared.storage import FileStorage
+
+    storage = FileStorage(Path(tempfile.mkdtemp(prefix="samq-w1-")))
+    results = {label: w1_size(size, rounds, storage) for label, size in SIZES.items()}
+    for label, r in results.items():
+        floor_ms = r["ms"]["floor"]["p50_ms"]
+        print(f"W1 {label} ({r['jpeg_bytes'] // 1024} KB JPEG), CPU ms per job, p50 of {rounds}:")
+        for name, st in r["ms"].items():
+            print(f"  {name:<20} {st['p50_ms']:8.1f} ms   {st['p50_ms'] / floor_ms:5.2f}x floor")
+    return results
+
+
+def w1_size(size: tuple[int, int], rounds: int, storage) -> dict:
+    """W1 at one photo size."""
+    from shared.images import load_rgb
+    from worker import export, pipeline, render
+    from worker.inputs import decode
+    from worker.tasks import result_key
+
+    limit = 1 << 30
+    data = photo_jpeg(size, 0)
+    masks = two_masks(size)
+    objects = [pipeline.Object("points", 0.9, m, None) for m in masks]
+
+    def floor() -> None:
+        render.to_jpeg(load_rgb(data, limit, limit))
+
+    def before(output: str) -> None:
+        image = load_rgb(data, limit, limit)
+        if output == "overlay_jpeg":
+            out = np.asarray(image, dtype=np.float32).copy()
+            for i, mask in enumerate(masks):
+                colour = render.PALETTE[i].astype(np.float32)
+                out[mask] = out[mask] * 0.5 + colour * 0.5
+                out[render.contour(mask)] = colour
+            body = render.to_jpeg(Image.fromarray(out.round().astype(np.uint8)))
+        else:
+            body = export.objects_json(image.size, objects, False)
+        storage.put(result_key("w1-before", output), body, "application/octet-stream")
+
+    def now(output: str) -> None:
+        picture = decode(data, limit, limit, [output])
+        picture.key  # noqa: B018 - the task thread hashes the pixels for the embedding cache
+        files = pipeline.render_outputs(picture, objects, {"outputs": [output]}, consume=True)
+        storage.put(result_key("w1-now", output), files[output][0], files[output][1])
+
+    paths = {"floor": floor}
+    for output in ("overlay_jpeg", "json"):
+        paths[f"before {output}"] = lambda o=output: before(o)
+        paths[f"now {output}"] = lambda o=output: now(o)
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, call in paths.items():
+            started = time.process_time()  # CPU seconds of this process: what the stage costs a core
+            call()
+            times[name].append(time.process_time() - started)
+    stats = {name: summary_ms(t) for name, t in times.items()}
+    floor_ms = stats["floor"]["p50_ms"]
+    return {"jpeg_bytes": len(data), "ms": stats,
+            "x_floor": {name: round(st["p50_ms"] / floor_ms, 2) for name, st in stats.items()}}
+
+
+def submit_all(stack, key: str, photos: list[bytes]) -> list[str]:
+    """Queue one job per photo (one click, overlay_jpeg) while no worker runs."""
+    import base64
+
+    ids = []
+    for data in photos:
+        body = {"image": base64.b64encode(data).decode(), "coordinates": "[600,400]", "outputs": ["overlay_jpeg"]}
+        r = stack.post("/v1/jobs", body, key)
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    return ids
+
+
+def drain(stack, key: str, ids: list[str], worker: str) -> dict:
+    """Start one worker on the queued jobs; busy fraction and jobs/s from the jobs' own records."""
+    stack.start_worker(worker)
+    try:
+        def done():
+            jobs = [stack.get(f"/v1/jobs/{i}", key).json() for i in ids]
+            return jobs if all(j["status"] in ("succeeded", "failed", "canceled") for j in jobs) else None
+
+        jobs = wait_until(done, 1800, "queued jobs", interval_s=0.5)
+    finally:
+        stack.procs.pop(worker).terminate()
+    assert all(j["status"] == "succeeded" for j in jobs), [j.get("error") for j in jobs]
+    first = min(datetime.fromisoformat(j["started_at"]) for j in jobs)
+    last = max(datetime.fromisoformat(j["finished_at"]) for j in jobs)
+    wall_s = (last - first).total_seconds()
+    model_s = sum(j["timings"][s] for j in jobs for s in MODEL_STAGES) / 1000
+    stages = {s: round(float(np.median([j["timings"][s] for j in jobs])), 1) for s in jobs[0]["timings"]}
+    return {"jobs": len(jobs), "wall_s": round(wall_s, 2), "model_s": round(model_s, 2),
+            "busy": round(model_s / wall_s, 3), "jobs_per_s": round(len(jobs) / wall_s, 3),
+            "median_timings_ms": stages}
+
+
+def w2(redis_url: str, n: int, baseline: str | None) -> dict:
+    """One worker's device-busy fraction and jobs/s, this checkout and the baseline, same photos."""
+    results: dict = {}
+    env = {"OMP_NUM_THREADS": "1", "SAMQ_GATEWAY_WORKERS": "1"}
+    for label, size in SIZES.items():
+        count = n if label == "1080p" else max(n // 3, 10)
+        photos = [photo_jpeg(size, seed) for seed in range(count)]
+        runs = {"this": None} | ({"baseline": baseline} if baseline else {})
+        for name, rev in runs.items():
+            with contextlib.ExitStack() as stacks:
+                code = None
+                if rev:
+                    code = baseline_checkout(rev, Path(stacks.enter_context(tempfile.TemporaryDirectory())))
+                stack = stacks.enter_context(bench_stack(redis_url, 4, None, code=code,
+                                                         SAMQ_MAX_IMAGE_BYTES=str(64 << 20), **env))
+                key = stack.new_key(10 ** 6)
+                ids = submit_all(stack, key, photos)
+                row = drain(stack, key, ids, "wpipe")
+            results[f"{label} {name}"] = row
+            print(f"W2/W3 {label} {name:<8} {row['jobs']} jobs in {row['wall_s']:.1f} s: "
+                  f"{row['jobs_per_s']:.2f} jobs/s, device busy {row['busy']:.2f}  (median {row['median_timings_ms']})")
+    return results
+
+
+def main() -> None:
+    """Run the chosen parts and record them in bench/results/pipeline.json."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="w1,w2", help="comma-separated: w1 (in-process), w2 (real worker)")
+    parser.add_argument("--rounds", type=int, default=15, help="W1 calls per path")
+    parser.add_argument("--jobs", type=int, default=30, help="W2 jobs at 1080p (a third as many at 12 MP)")
+    parser.add_argument("--baseline", help="W2: also run this git revision's worker, e.g. 7829ba4")
+    add_redis_arg(parser)
+    args = parser.parse_args()
+    parts = set(args.only.split(","))
+    out: dict = {}
+    if "w1" in parts:
+        import torch
+
+        torch.set_num_threads(1)
+        out["w1"] = w1(args.rounds)
+    if "w2" in parts:
+        out["w2"] = w2(args.redis_url, args.jobs, args.baseline)
+    record("pipeline" + (f"-vs-{args.baseline}" if args.baseline else ""), {"args": vars(args), **out})
+
+
+if __name__ == "__main__":
+    main()
