@@ -101,6 +101,12 @@ from shared.settings import Settings
 print(json.dumps([gateway_command(Settings()), worker_command(Settings(), name="@NAME@")]))"""
 
 
+def start_worker(stack: Stack, name: str, code: Path | None = None, **env: str) -> subprocess.Popen:
+    """Start one more worker on a running bench stack, with `code`'s own command line when it is another checkout."""
+    with _commands_of(code, stack.env):
+        return stack.start_worker(name, **env)
+
+
 @contextmanager
 def _commands_of(code: Path | None, env: dict[str, str]) -> Iterator[None]:
     """Start the processes with the command lines of `code`'s own supervisor (they change between revisions)."""
@@ -136,6 +142,41 @@ def baseline_checkout(rev: str, into: Path) -> Path:
     archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
+
+
+MODEL_STAGES = ("detect_ms", "encode_ms", "decode_ms")
+
+
+def worker_figures(jobs: list[dict]) -> dict:
+    """Jobs/s and the device-busy fraction of finished jobs, from their own records.
+
+    Busy = the sum over jobs of their model stages (detect + encode + decode: a batched call is split over its
+    jobs, so the sum is the device time spent) / the wall time from the first start to the last finish.
+    """
+    import statistics
+
+    first = min(datetime.fromisoformat(j["started_at"]) for j in jobs)
+    last = max(datetime.fromisoformat(j["finished_at"]) for j in jobs)
+    wall_s = (last - first).total_seconds()
+    model_s = sum(j["timings"][s] for j in jobs for s in MODEL_STAGES) / 1000
+    return {"jobs": len(jobs), "wall_s": round(wall_s, 2), "model_s": round(model_s, 2),
+            "busy": round(model_s / wall_s, 3), "jobs_per_s": round(len(jobs) / wall_s, 3),
+            "median_timings_ms": {s: round(statistics.median(j["timings"][s] for j in jobs), 1)
+                                  for s in jobs[0]["timings"]}}
+
+
+def wait_jobs(stack: Stack, key: str, ids: list[str], timeout_s: float = 1800) -> list[dict]:
+    """Poll until every job has ended; all must have succeeded."""
+    from tests.helpers import wait_until
+
+    def done():
+        jobs = [stack.get(f"/v1/jobs/{i}", key).json() for i in ids]
+        return jobs if all(j["status"] in ("succeeded", "failed", "canceled") for j in jobs) else None
+
+    jobs = wait_until(done, timeout_s, "queued jobs", interval_s=0.5)
+    failed = [j.get("error") for j in jobs if j["status"] != "succeeded"]
+    assert not failed, failed
+    return jobs
 
 
 def add_redis_arg(parser) -> None:

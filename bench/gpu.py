@@ -9,7 +9,12 @@ Modes, each on distinct images (the embedding cache never hits):
   bf16       the same under bf16 autocast
   bf16+compile   the same with the image encoder compiled (the service's SAMQ_COMPILE)
   bf16+compile xB   B images encoded in one set_image_batch call, then each job's prompts and rendering
-for two workloads: points-only (two clicks) and text (Grounding DINO boxes -> SAM 2).
+  worker bf16 / worker bf16+compile   the real service: a gateway (gunicorn) and one GPU worker (Celery threads
+      pool + its device thread, SAMQ_MAX_BATCH auto) on Redis and local storage; the jobs are queued through
+      the API while the worker is paused, then drained. Jobs/s and the device-busy fraction come from the jobs'
+      own records (model stages summed over jobs / first start to last finish), as bench/pipelined.py W2.
+for two workloads: points-only (two clicks) and text (Grounding DINO boxes -> SAM 2), on 1920x1080 photos.
+`--redis-url` (default: a redis-server started for the run on a free port when none is given).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/gpu.py` imports this checkout
+sys.path.insert(1, str(Path(__file__).resolve().parent))  # and bench/common.py, however it is loaded
 
 from sam2.sam2_image_predictor import SAM2ImagePredictor  # noqa: E402
 
@@ -61,7 +67,7 @@ class Config:
     budget_s: float
 
 
-FULL = Config("random-large", "tiny", "cuda", (1024, 768), 64, 3, 8, "inductor", 420.0)
+FULL = Config("random-large", "tiny", "cuda", (1920, 1080), 64, 3, 8, "inductor", 420.0)
 SMOKE = Config("tiny-random", "tiny", "cpu", (160, 120), 1, 0, 2, "eager", 600.0)
 
 
@@ -159,6 +165,41 @@ def service_loop(models: Models, params: dict, limits: pipeline.Thresholds, batc
     return run
 
 
+def worker_run(cfg: Config, model_dir: Path, redis_url: str, workload: str, compiled: bool) -> dict:
+    """The real worker draining queued jobs: jobs/s and device-busy fraction from the job records."""
+    import base64
+
+    from common import bench_stack, wait_jobs, worker_figures
+
+    env = {"SAMQ_MODELS": cfg.preset, "SAMQ_DETECTOR": cfg.detector, "SAMQ_MODEL_DIR": str(model_dir),
+           "SAMQ_DEVICE": cfg.device, "SAMQ_DTYPE": "bf16", "SAMQ_COMPILE": "true" if compiled else "false",
+           "SAMQ_MAX_IMAGE_BYTES": str(MAX_BYTES), "SAMQ_MAX_IMAGE_PIXELS": str(MAX_PIXELS)}
+    params = job_params(cfg, workload == "text")
+    w, h = cfg.size
+    body = {"prompt": PROMPT, "max_objects": 4, "box_threshold": 0.0, "text_threshold": 0.0} if params.get("prompt") \
+        else {"coordinates": [[w // 2, h // 2], [w // 3, h // 3]]}
+    with bench_stack(redis_url, 5, {"wgpu": {}}, **env) as stack:
+        key = stack.new_key(10**6)
+
+        def submit(images: list[bytes]) -> list[str]:
+            ids = []
+            for data in images:
+                r = stack.post("/v1/jobs", {**body, "image": base64.b64encode(data).decode(),
+                                            "outputs": ["overlay_jpeg"]}, key)
+                assert r.status_code == 202, r.text
+                ids.append(r.json()["id"])
+            return ids
+
+        images = photos(cfg, cfg.warmup + cfg.n)
+        if cfg.warmup:
+            wait_jobs(stack, key, submit(images[: cfg.warmup]))  # models warm, the encoder compiled
+        with stack.paused("wgpu"):  # the whole queue is there before the worker takes the first job
+            ids = submit(images[cfg.warmup:])
+        figures = worker_figures(wait_jobs(stack, key, ids))
+    return {"images": figures["jobs"], "images_per_s": figures["jobs_per_s"], "busy": figures["busy"],
+            "median_timings_ms": figures["median_timings_ms"]}
+
+
 def sync(device: str) -> None:
     """Wait for queued GPU work (timings must include it)."""
     if device == "cuda":
@@ -208,6 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, help="images per batched call")
     parser.add_argument("--preset", help="SAM 2 preset (random-large: SAM 2.1-L at real size)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gpu.json")
+    parser.add_argument("--redis-url", help="Redis server for the worker modes (default: start one)")
     args = parser.parse_args(argv)
     cfg = SMOKE if args.smoke else FULL
     cfg = replace(cfg, n=args.n or cfg.n, batch=args.batch or cfg.batch, preset=args.preset or cfg.preset)
@@ -238,6 +280,17 @@ def main(argv: list[str] | None = None) -> dict:
                              **result})
                 if cfg.device == "cuda":
                     torch.cuda.empty_cache()
+        del models  # the worker process loads its own copy
+        if cfg.device == "cuda":
+            torch.cuda.empty_cache()
+        with redis_for(args.redis_url) as redis_url:
+            for workload, compiled in (("points", False), ("text", False), ("points", True)):
+                name = "worker bf16" + ("+compile" if compiled else "")
+                if time.perf_counter() - began > cfg.budget_s + (0 if compiled else 60):
+                    skipped.append(f"{workload}/{name}")
+                    continue
+                rows.append({"workload": workload, "mode": name, "batch": "auto",
+                             **worker_run(cfg, model_dir, redis_url, workload, compiled)})
     for workload in ("points", "text"):
         base = next((r for r in rows if r["workload"] == workload and r["mode"] == "baseline"), None)
         for row in rows:
@@ -249,15 +302,51 @@ def main(argv: list[str] | None = None) -> dict:
               "skipped": skipped}
     print(f"{cfg.preset} + grounding-dino-{cfg.detector} on {device}, {cfg.size[0]}x{cfg.size[1]} images, "
           f"{report['seconds']} s")
-    print(f"{'workload':<8} {'mode':<18} {'img/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'x base':>7} {'GiB':>6}")
+    print(f"{'workload':<8} {'mode':<20} {'img/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'x base':>7} {'GiB':>6} {'busy':>5}")
     for r in rows:
-        print(f"{r['workload']:<8} {r['mode']:<18} {r['images_per_s']:>8} {r['p50_ms']:>8} {r['p95_ms']:>8} "
-              f"{r.get('vs_baseline', ''):>7} {r['gpu_mem_gib'] if r['gpu_mem_gib'] is not None else '-':>6}")
+        memory = r.get("gpu_mem_gib")
+        print(f"{r['workload']:<8} {r['mode']:<20} {r['images_per_s']:>8} {r.get('p50_ms', '-'):>8} "
+              f"{r.get('p95_ms', '-'):>8} {r.get('vs_baseline', ''):>7} {memory if memory is not None else '-':>6} "
+              f"{r.get('busy', '-'):>5}")
     if skipped:
         print("skipped (time budget):", ", ".join(skipped))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+@contextmanager
+def redis_for(url: str | None) -> Iterator[str]:
+    """The Redis server given, or one started for the run (nothing persisted) and stopped after."""
+    if url:
+        yield url
+        return
+    import shutil
+    import socket
+    import subprocess
+
+    import redis
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = shutil.which("redis-server")
+    if server is None:
+        raise SystemExit("the worker modes need Redis: pass --redis-url or install redis-server")
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 if __name__ == "__main__":

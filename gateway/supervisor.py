@@ -44,8 +44,9 @@ def gateway_command(settings: Settings) -> list[str]:
 def worker_command(settings: Settings, name: str = "samq-worker") -> list[str]:
     """One Celery worker process for one GPU (a thread per job slot, one device thread; high queue first)."""
     return [
+        # --concurrency comes from SAMQ_WORKER_SLOTS (worker/celery_app.py), so the images' CMD can stay fixed.
         sys.executable, "-m", "celery", "-A", "worker.celery_app:app", "worker", "--pool", "threads",
-        "--concurrency", str(settings.worker_slots), "--prefetch-multiplier", "1",
+        "--prefetch-multiplier", "1",
         "--queues", ",".join(names.INFER_QUEUES),
         "--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
     ]

@@ -1,4 +1,4 @@
-"""Worker entry point: `celery -A worker.celery_app:app worker --pool threads --concurrency SLOTS ...`.
+"""Worker entry point: `celery -A worker.celery_app:app worker --pool threads ...` (SAMQ_WORKER_SLOTS threads).
 
 The pool's threads carry one job each; the models run on the one device thread (worker/device.py).
 """
@@ -24,6 +24,7 @@ log = logging.getLogger("samq.worker")
 def create_worker_app(settings: Settings) -> Celery:
     """A Celery app with samq's tasks, loading models when the worker is ready."""
     app = make_celery(settings)
+    app.conf.worker_concurrency = settings.worker_slots  # the threads pool's size: jobs in flight (SAMQ_WORKER_SLOTS)
     rt = Runtime(settings, app)
     register_tasks(app, rt)
 

@@ -51,18 +51,9 @@ class Thresholds:
     max_objects: int
 
 
-def _choose(masks: np.ndarray, scores: np.ndarray, multimask: bool | str | None) -> list[tuple[np.ndarray, float]]:
-    """From SAM's candidates (C, H, W) keep the best, or all of them for multimask='all'."""
-    if multimask == "all":
-        order = np.argsort(-scores)
-        return [(masks[i] > 0, float(scores[i])) for i in order]
-    best = int(np.argmax(scores))
-    return [(masks[best] > 0, float(scores[best]))]
-
-
 def _bounds(mask: np.ndarray) -> list[float] | None:
-    ys, xs = np.nonzero(mask)
-    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)] if len(xs) else None
+    box = render.bounds(mask)  # (y0, y1, x0, x1)
+    return [float(box[2]), float(box[0]), float(box[3]), float(box[1])] if box else None
 
 
 def detect_objects(dino: Detector, picture: Picture, params: dict[str, Any], limits: Thresholds) -> list[Detection]:
@@ -84,21 +75,19 @@ def segment(embedder: Embedder, dino: Detector, picture: Picture, params: dict[s
     """Objects for a text prompt (its detections, when already run), boxes, or clicks; and whether the
     embedding was cached."""
     pixels, full_hw = picture.pixels, picture.hw
-    predictor = embedder.predictor
     multimask = params.get("multimask")
+    keep_all = multimask == "all"
     if params.get("prompt"):
         if found is None:
             found = detect_objects(dino, picture, params, limits)
         if not found:
             return [], False
         hit = embedder.set_image(pixels, full_hw, picture.key)
-        with embedder.precision(), stage("decode"):
-            masks, scores, _ = predictor.predict(box=np.array([d.box for d in found], dtype=np.float32),
-                                                 multimask_output=bool(multimask))
-        masks, scores = masks.reshape(len(found), -1, *masks.shape[-2:]), scores.reshape(len(found), -1)
-        objects = [Object(d.label, round(d.score, 4), m, [round(v, 1) for v in d.box], round(s, 4))
-                   for d, ms, ss in zip(found, masks, scores, strict=True) for m, s in _choose(ms, ss, multimask)]
-        return objects, hit
+        with stage("decode"):
+            masks, scores = embedder.predict(None, None, np.array([d.box for d in found], dtype=np.float32),
+                                             bool(multimask), keep_all)
+        return [Object(d.label, round(d.score, 4), m, [round(v, 1) for v in d.box], round(float(s), 4))
+                for d, ms, ss in zip(found, masks, scores, strict=True) for m, s in zip(ms, ss, strict=True)], hit
 
     check_inside(params, *picture.size)
     points, labels, boxes = params.get("points", []), params.get("labels", []), params.get("boxes", [])
@@ -107,19 +96,16 @@ def segment(embedder: Embedder, dino: Detector, picture: Picture, params: dict[s
     point_labels = np.array(labels, dtype=np.int32) if points else None
     if boxes:
         box_array = np.array(boxes, dtype=np.float32)
-        with embedder.precision(), stage("decode"):  # several boxes go through SAM 2 in one batched call
-            masks, scores, _ = predictor.predict(point_coords=coords, point_labels=point_labels,
-                                                 box=box_array if len(boxes) > 1 else box_array[0],
-                                                 multimask_output=bool(multimask))
-        masks, scores = masks.reshape(len(boxes), -1, *masks.shape[-2:]), scores.reshape(len(boxes), -1)
-        return [Object("box", round(s, 4), m, [round(v, 1) for v in box])
-                for box, ms, ss in zip(boxes, masks, scores, strict=True) for m, s in _choose(ms, ss, multimask)], hit
+        with stage("decode"):  # several boxes go through SAM 2 in one batched call
+            masks, scores = embedder.predict(coords, point_labels, box_array if len(boxes) > 1 else box_array[0],
+                                             bool(multimask), keep_all)
+        return [Object("box", round(float(s), 4), m, [round(v, 1) for v in box])
+                for box, ms, ss in zip(boxes, masks, scores, strict=True) for m, s in zip(ms, ss, strict=True)], hit
     # One click is ambiguous: ask for three candidates and keep the best, as SAM's authors advise.
     wanted = multimask if multimask is not None else len(points) == 1
-    with embedder.precision(), stage("decode"):
-        masks, scores, _ = predictor.predict(point_coords=coords, point_labels=point_labels,
-                                             multimask_output=bool(wanted))
-    return [Object("points", round(s, 4), m, _bounds(m)) for m, s in _choose(masks, scores, wanted)], hit
+    with stage("decode"):
+        masks, scores = embedder.predict(coords, point_labels, None, bool(wanted), wanted == "all")
+    return [Object("points", round(float(s), 4), m, _bounds(m)) for m, s in zip(masks[0], scores[0], strict=True)], hit
 
 
 def render_outputs(picture: Picture, objects: list[Object], params: dict[str, Any],

@@ -152,8 +152,8 @@ def test_batched_encoding_matches_one_at_a_time(models):
     images = [np.asarray(Image.open(ASTRONAUT_PNG).convert("RGB")),
               np.asarray(Image.open(ROCKET_JPG).convert("RGB"))]  # two sizes in one batch
     batched = Embedder(models.sam, EmbeddingCache(10**9))
-    assert batched.prefill(images) == 2 and batched.encoder_calls == 1
-    assert batched.prefill(images) == 0  # already there
+    assert len(batched.prefill(images)) == 2 and batched.encoder_calls == 1
+    assert batched.prefill(images) == []  # already there
     single = Embedder(models.sam, EmbeddingCache(0))
     for pixels in images:
         assert batched.set_image(pixels) is True

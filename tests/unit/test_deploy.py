@@ -654,7 +654,7 @@ def test_worker_cmd_matches_supervisor_and_queues(clean_env: pytest.MonkeyPatch)
     assert cmd == ["celery", *expected[3:]]
     opts = long_options(cmd)
     assert opts["--pool"] == "threads"
-    assert opts["--concurrency"] == str(Settings().worker_slots)
+    assert "--concurrency" not in opts  # the app sets it from SAMQ_WORKER_SLOTS
     assert opts["--prefetch-multiplier"] == "1"
     assert opts["--queues"].split(",") == list(names.INFER_QUEUES)
     assert cmd[cmd.index("-A") + 1] == "worker.celery_app:app"

@@ -1,6 +1,6 @@
 """W1-W3: the worker's CPU stages against the codec floor, and one real worker's device-busy fraction and jobs/s.
 
-Run: `python bench/pipeline.py [--only w1,w2] [--jobs 30] [--baseline REV] [--redis-url redis://127.0.0.1:6379]`
+Run: `python bench/pipelined.py [--only w1,w2] [--jobs 30] [--baseline REV] [--redis-url redis://127.0.0.1:6379]`
 
 W1 (in-process, one thread): CPU time per job outside the models (decode the stored input, render, encode,
     upload to local storage) at 1920x1080 and 4032x3024, for `overlay_jpeg` and `json`, with two objects
@@ -21,17 +21,24 @@ import contextlib
 import io
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from common import add_redis_arg, baseline_checkout, bench_stack, record, summary_ms
+from common import (
+    add_redis_arg,
+    baseline_checkout,
+    bench_stack,
+    record,
+    start_worker,
+    summary_ms,
+    wait_jobs,
+    worker_figures,
+)
 from PIL import Image
 
-from tests.helpers import ASTRONAUT_PNG, ROCKET_JPG, wait_until  # noqa: I001  (after common: this checkout first)
+from tests.helpers import ASTRONAUT_PNG, ROCKET_JPG  # noqa: I001  (after common: this checkout first)
 
 SIZES = {"1080p": (1920, 1080), "12MP": (4032, 3024)}
-MODEL_STAGES = ("detect_ms", "encode_ms", "decode_ms")
 
 
 def photo_jpeg(size: tuple[int, int], seed: int) -> bytes:
@@ -130,26 +137,14 @@ def submit_all(stack, key: str, photos: list[bytes]) -> list[str]:
     return ids
 
 
-def drain(stack, key: str, ids: list[str], worker: str) -> dict:
+def drain(stack, key: str, ids: list[str], worker: str, code: Path | None) -> dict:
     """Start one worker on the queued jobs; busy fraction and jobs/s from the jobs' own records."""
-    stack.start_worker(worker)
+    start_worker(stack, worker, code)
     try:
-        def done():
-            jobs = [stack.get(f"/v1/jobs/{i}", key).json() for i in ids]
-            return jobs if all(j["status"] in ("succeeded", "failed", "canceled") for j in jobs) else None
-
-        jobs = wait_until(done, 1800, "queued jobs", interval_s=0.5)
+        jobs = wait_jobs(stack, key, ids)
     finally:
         stack.procs.pop(worker).terminate()
-    assert all(j["status"] == "succeeded" for j in jobs), [j.get("error") for j in jobs]
-    first = min(datetime.fromisoformat(j["started_at"]) for j in jobs)
-    last = max(datetime.fromisoformat(j["finished_at"]) for j in jobs)
-    wall_s = (last - first).total_seconds()
-    model_s = sum(j["timings"][s] for j in jobs for s in MODEL_STAGES) / 1000
-    stages = {s: round(float(np.median([j["timings"][s] for j in jobs])), 1) for s in jobs[0]["timings"]}
-    return {"jobs": len(jobs), "wall_s": round(wall_s, 2), "model_s": round(model_s, 2),
-            "busy": round(model_s / wall_s, 3), "jobs_per_s": round(len(jobs) / wall_s, 3),
-            "median_timings_ms": stages}
+    return worker_figures(jobs)
 
 
 def w2(redis_url: str, n: int, baseline: str | None) -> dict:
@@ -166,10 +161,11 @@ def w2(redis_url: str, n: int, baseline: str | None) -> dict:
                 if rev:
                     code = baseline_checkout(rev, Path(stacks.enter_context(tempfile.TemporaryDirectory())))
                 stack = stacks.enter_context(bench_stack(redis_url, 4, None, code=code,
-                                                         SAMQ_MAX_IMAGE_BYTES=str(64 << 20), **env))
+                                                         SAMQ_MAX_IMAGE_BYTES=str(64 << 20),
+                                                         SAMQ_MAX_IMAGE_PIXELS="50000000", **env))
                 key = stack.new_key(10 ** 6)
                 ids = submit_all(stack, key, photos)
-                row = drain(stack, key, ids, "wpipe")
+                row = drain(stack, key, ids, "wpipe", code)
             results[f"{label} {name}"] = row
             print(f"W2/W3 {label} {name:<8} {row['jobs']} jobs in {row['wall_s']:.1f} s: "
                   f"{row['jobs_per_s']:.2f} jobs/s, device busy {row['busy']:.2f}  (median {row['median_timings_ms']})")
@@ -194,7 +190,7 @@ def main() -> None:
         out["w1"] = w1(args.rounds)
     if "w2" in parts:
         out["w2"] = w2(args.redis_url, args.jobs, args.baseline)
-    record("pipeline" + (f"-vs-{args.baseline}" if args.baseline else ""), {"args": vars(args), **out})
+    record("pipelined" + (f"-vs-{args.baseline}" if args.baseline else ""), {"args": vars(args), **out})
 
 
 if __name__ == "__main__":
