@@ -12,12 +12,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.services import Services
-from shared import logs, names, workers
-from shared.errors import InvalidRequest, NoCapacity, SamqError
+from shared import charges, logs, names, workers
+from shared.errors import InsufficientCredits, InvalidRequest, NoCapacity, SamqError
 from shared.fetch import check_url
 from shared.images import decode_base64_field, peek_image
 from shared.jobs import Accepted, Idempotency, Limits, NewJob, new_id
@@ -41,7 +41,11 @@ def prepare(svc: Services, key: ApiKey, req: SegmentRequest, mode: str, batch_id
             priority: str | None = None) -> Prepared:
     """Check one request completely (no Redis, no storage) and build its job; raises a 4xx error."""
     s = svc.settings
-    req.check(s.max_points, s.max_boxes, s.max_objects)
+    if isinstance(req, JobRequest):
+        req.check(s.max_points, s.max_boxes, s.max_objects, s.everything_max_points_per_side,
+                  s.everything_max_objects)
+    else:
+        req.check(s.max_points, s.max_boxes, s.max_objects)
     params = req.params()
     job_id = new_id()
     if batch_id is None:  # the request's log lines name its job (the app unbinds at the end of the request)
@@ -64,7 +68,10 @@ def prepare(svc: Services, key: ApiKey, req: SegmentRequest, mode: str, batch_id
         if req.metadata is not None:
             extra["metadata"] = req.metadata
     priority = priority or "normal"
-    job = NewJob(id=job_id, key_id=key.key_id, mode=mode, params=params, cost=s.cost_per_job,
+    if "everything" in params:  # its own price, and at most SAMQ_EVERYTHING_MAX_OBJECTS objects unless it asks fewer
+        params["everything"].setdefault("max_objects", s.everything_max_objects)
+    cost = s.cost_everything if "everything" in params else s.cost_per_job
+    job = NewJob(id=job_id, key_id=key.key_id, mode=mode, params=params, cost=cost,
                  queue=names.PRIORITY_QUEUES[priority], priority=priority, batch_id=batch_id, **extra)
     return Prepared(job, data)
 
@@ -94,8 +101,21 @@ def accept(svc: Services, key: ApiKey, items: Sequence[Prepared], answer: Callab
         max_queued=s.max_queued, max_active_per_key=s.max_unfinished_per_key,
     )
     _store_inputs(svc, items)
+    # ACCEPT reserves one cost per job of the call: a batch mixing costs is reserved at the dearest, then each
+    # job's hold is lowered to its own cost before anything is published (shared/charges.py).
+    dearest = max(job.cost for job in jobs)
+    mixed = charges.mixed(jobs)
     try:
-        accepted = svc.jobs.accept(jobs, idem, batch, limits)
+        accepted = svc.jobs.accept([replace(jobs[0], cost=dearest), *jobs[1:]] if mixed else jobs, idem, batch,
+                                   limits)
+    except InsufficientCredits as exc:
+        _drop_inputs(svc, items)
+        if not mixed:
+            raise
+        raise InsufficientCredits(
+            f"this batch costs {sum(job.cost for job in jobs)} credits, and mixing segment-everything items with "
+            f"others needs {dearest * len(jobs)} available while it is accepted; {exc.message.split('; ')[1]}; "
+            "nothing was charged") from exc
     except BaseException:
         _drop_inputs(svc, items)
         raise
@@ -104,6 +124,8 @@ def accept(svc: Services, key: ApiKey, items: Sequence[Prepared], answer: Callab
         replay_status, replay_body = accepted.replay
         return replay_status, json.loads(replay_body), accepted
     try:
+        if mixed:  # before the publish: no worker can have settled a hold yet
+            accepted = Accepted(balance=charges.lower_holds(svc.redis, jobs))
         for queue in dict.fromkeys(job.queue for job in jobs):
             enqueue_segments(svc.celery, [job.id for job in jobs if job.queue == queue], queue)
     except Exception as exc:

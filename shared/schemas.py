@@ -259,6 +259,43 @@ class SegmentRequest(BaseModel):
         return {"points": points, "labels": labels, "overlay_mask": self.overlay_mask, "outputs": outputs}
 
 
+EVERYTHING_POINTS_PER_SIDE = (4, 64)  # bounds of points_per_side (SAMQ_EVERYTHING_MAX_POINTS_PER_SIDE may lower 64)
+EVERYTHING_POINTS_PER_BATCH = (1, 256)
+# Fields a segment-everything job cannot carry: it prompts SAM 2 with its own grid of points.
+EVERYTHING_CONFLICTS = ("prompt", "coordinates", "remove_coordinates", "point_labels", "boxes", "multimask",
+                        "box_threshold", "text_threshold")
+
+
+class EverythingOptions(BaseModel):
+    """`"everything": {...}`: SAM 2's automatic mask generator (a grid of point prompts, filtered and de-duplicated)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    points_per_side: int = Field(32, ge=EVERYTHING_POINTS_PER_SIDE[0], le=EVERYTHING_POINTS_PER_SIDE[1],
+                                 description="the grid is points_per_side x points_per_side point prompts")
+    points_per_batch: int = Field(64, ge=EVERYTHING_POINTS_PER_BATCH[0], le=EVERYTHING_POINTS_PER_BATCH[1],
+                                  description="point prompts decoded in one call (memory, not results)")
+    pred_iou_thresh: float = Field(0.8, ge=0, le=1, description="keep masks whose predicted IoU is above this")
+    stability_score_thresh: float = Field(0.95, ge=0, le=1, description="keep masks at least this stable")
+    box_nms_thresh: float = Field(0.7, ge=0, le=1, description="drop a mask whose box overlaps a better one's "
+                                                               "by more than this IoU (1 keeps duplicates)")
+    min_area: int = Field(0, ge=0, le=2**31, description="drop masks smaller than this many pixels")
+    max_objects: int | None = Field(None, ge=1, description="keep the best this many (by predicted IoU); at most "
+                                                            "SAMQ_EVERYTHING_MAX_OBJECTS, its default")
+    multimask: bool = Field(True, description="three candidates per point (SAM's default); false is 3x cheaper")
+
+
+def _everything(value: Any) -> Any:
+    """`true` is every default, `false` (or null) is off; an object is the options themselves."""
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    if value is not None and not isinstance(value, dict):
+        raise ValueError("expected true, false or an object of options")
+    return value
+
+
 class JobRequest(SegmentRequest):
     """`POST /v1/jobs`: the drop-in fields plus every prompt kind and output; unknown fields are an error."""
 
@@ -274,6 +311,7 @@ class JobRequest(SegmentRequest):
     max_objects: int | None = Field(None, ge=1)
     outputs: Annotated[list[str], Field(max_length=LIST_MAX_ITEMS)] | None = None
     polygons: Bool = False
+    everything: Annotated[EverythingOptions | None, BeforeValidator(_everything)] = None
     metadata: Metadata = None
     priority: Literal["high", "normal", "low"] = "normal"
     webhook_url: WebhookUrl = None
@@ -321,10 +359,14 @@ class JobRequest(SegmentRequest):
             value = list(dict.fromkeys(value))
         return value
 
-    def check(self, max_points: int, max_boxes: int = 64, max_objects: int = 100) -> None:
+    def check(self, max_points: int, max_boxes: int = 64, max_objects: int = 100,
+              max_points_per_side: int = EVERYTHING_POINTS_PER_SIDE[1], max_everything: int = 256) -> None:
         """Rules across fields."""
+        if self.everything is not None:
+            self.check_everything(max_points_per_side, max_everything)
+            return
         if self.prompt is None and not self.coordinates and not self.boxes:
-            raise InvalidRequest("give a 'prompt', 'coordinates' or 'boxes'")
+            raise InvalidRequest("give a 'prompt', 'coordinates' or 'boxes' (or 'everything': true)")
         if self.prompt is None:
             if len(self.coordinates) + len(self.remove_coordinates) > max_points:
                 raise InvalidRequest(f"'coordinates' and 'remove_coordinates' allow at most {max_points} points")
@@ -336,6 +378,22 @@ class JobRequest(SegmentRequest):
                 raise InvalidRequest("'coordinates' can refine one box only; send several boxes without points")
         if self.max_objects is not None and self.max_objects > max_objects:
             raise InvalidRequest(f"'max_objects' allows at most {max_objects}")
+
+    def check_everything(self, max_points_per_side: int, max_objects: int) -> None:
+        """A segment-everything job: no prompt of its own, options within this deployment's bounds."""
+        for name in EVERYTHING_CONFLICTS:
+            value = getattr(self, name)
+            if value is not None and value != [] and name in self.model_fields_set:
+                raise InvalidRequest(f"'{name}' cannot be combined with 'everything' (it prompts SAM 2 with a grid "
+                                     "of points of its own)")
+        options = self.everything
+        assert options is not None
+        if options.points_per_side > max_points_per_side:
+            raise InvalidRequest(f"'everything.points_per_side' allows at most {max_points_per_side} here")
+        wanted = options.max_objects if options.max_objects is not None else self.max_objects
+        if wanted is not None and wanted > max_objects:
+            field = "everything.max_objects" if options.max_objects is not None else "max_objects"
+            raise InvalidRequest(f"'{field}' allows at most {max_objects} for 'everything'")
 
     def points(self) -> tuple[list[list[float]], list[int]]:
         """All clicks with their labels (1 include, 0 exclude)."""
@@ -350,7 +408,12 @@ class JobRequest(SegmentRequest):
     def params(self) -> dict[str, Any]:
         """What the worker needs, without the image."""
         params: dict[str, Any] = {"outputs": self.chosen_outputs(), "overlay_mask": self.overlay_mask}
-        if self.prompt is not None:
+        if self.everything is not None:
+            options = self.everything.model_dump()
+            if options["max_objects"] is None:  # the top-level field applies when the options do not say
+                options["max_objects"] = self.max_objects
+            params["everything"] = {k: v for k, v in options.items() if v is not None}
+        elif self.prompt is not None:
             params["prompt"] = self.prompt
             for name in ("box_threshold", "text_threshold", "max_objects"):
                 if getattr(self, name) is not None:

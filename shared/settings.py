@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     max_boxes: int = Field(64, ge=1, description="most boxes per request")
     max_objects: int = Field(100, ge=1, description="most objects a text prompt may return")
     cost_per_job: int = Field(1, ge=0, description="credits charged per job")
+    cost_everything: int = Field(
+        4, ge=0, description="credits charged per segment-everything job (many decoder calls: a grid of points)"
+    )
+    everything_max_points_per_side: int = Field(
+        64, ge=4, le=64, description="largest points_per_side a segment-everything job may ask (4..64)"
+    )
+    everything_max_objects: int = Field(
+        256, ge=1, le=1000, description="most objects a segment-everything job returns (and its default)"
+    )
     rate_limit_per_min: int = Field(600, ge=0, description="requests per key per minute; 0 = unlimited")
     retention_s: int = Field(
         7 * 24 * 3600, gt=0, description="how long job and batch records, inputs and outputs are kept, s"
@@ -83,9 +92,16 @@ class Settings(BaseSettings):
     # Worker behaviour
     max_attempts: int = Field(3, ge=1, description="attempts before a job ends failed and refunded")
     task_time_limit_s: int = Field(600, gt=0, description="hard limit for one inference task")
-    visibility_timeout_s: int = Field(3600, gt=0, description="broker redelivery after a lost worker; > longest job")
+    visibility_timeout_s: int = Field(
+        300, gt=0, description="broker redelivery of a message taken but never started (leases bring back jobs that "
+        "started); > the longest retry countdown (30 s)"
+    )
     resend_after_s: float = Field(30.0, gt=0, description="re-enqueue jobs recorded but never sent after this long")
     worker_heartbeat_s: float = Field(5.0, gt=0, description="how often workers announce themselves")
+    lease_s: float = Field(
+        15.0, ge=1, description="a running job's lease: renewed by its worker's heartbeat; once lapsed, any worker "
+        "queues the job again (at least 2 heartbeats)"
+    )
 
     # Webhooks
     webhook_retry_schedule_s: str = Field(
@@ -148,6 +164,13 @@ class Settings(BaseSettings):
     def webhook_schedule(self) -> tuple[float, ...]:
         """Seconds to wait before attempt 1, 2, ... of one webhook event."""
         return tuple(float(part) for part in self.webhook_retry_schedule_s.split(",") if part.strip())
+
+    @model_validator(mode="after")
+    def _lease_outlasts_heartbeats(self) -> Settings:
+        if self.lease_s < 2 * self.worker_heartbeat_s:
+            raise ValueError(f"SAMQ_LEASE_S ({self.lease_s:g}) must be at least 2 x SAMQ_WORKER_HEARTBEAT_S "
+                             f"({self.worker_heartbeat_s:g}): a lease must survive a late heartbeat")
+        return self
 
     @field_validator("webhook_retry_schedule_s")
     @classmethod

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from shared.schemas import check_inside
-from worker import export, render
+from worker import everything, export, render
 from worker.embedding import Embedder
 from worker.inputs import PIXEL_OUTPUTS, Picture
 from worker.metrics import stage
@@ -26,6 +26,7 @@ class Object:
     mask: np.ndarray  # bool (H, W)
     box: list[float] | None = None  # the prompt box (text/box prompts) or the mask's bounds
     mask_score: float | None = None
+    stability_score: float | None = None  # segment everything: the mask's stability under threshold changes
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Outcome:
     objects: list[Object]
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # output name -> (bytes, content type)
     cache_hit: bool = False
+    masks: bytes | None = None  # every object's mask as COCO RLE (worker/export.kept_masks), always stored
 
     @property
     def found(self) -> int:
@@ -49,6 +51,7 @@ class Thresholds:
     box: float
     text: float
     max_objects: int
+    everything_objects: int = 1000  # a cap on segment-everything jobs (the gateway sets each job's own bound)
 
 
 def _bounds(mask: np.ndarray) -> list[float] | None:
@@ -72,8 +75,10 @@ def needs_embedding(params: dict[str, Any], found: list[Detection] | None) -> bo
 @torch.inference_mode()
 def segment(embedder: Embedder, dino: Detector, picture: Picture, params: dict[str, Any], limits: Thresholds,
             found: list[Detection] | None = None) -> tuple[list[Object], bool]:
-    """Objects for a text prompt (its detections, when already run), boxes, or clicks; and whether the
-    embedding was cached."""
+    """Objects for a text prompt (its detections, when already run), boxes, clicks, or everything; and whether
+    the embedding was cached."""
+    if params.get("everything") is not None:  # SAM 2's automatic mask generator on a grid of points
+        return everything.segment(embedder, picture, params["everything"], limits.everything_objects)
     pixels, full_hw = picture.pixels, picture.hw
     multimask = params.get("multimask")
     keep_all = multimask == "all"

@@ -9,7 +9,7 @@ from celery import Celery, Task
 from shared import names
 from shared.errors import SamqError
 from shared.jobs import JobStatus, Verdict
-from worker import pipeline
+from worker import export, pipeline
 from worker.inputs import load_input
 from worker.metrics import JOBS, Timings, stage, timing
 from worker.runtime import Runtime
@@ -25,6 +25,11 @@ def result_key(job_id: str, output: str) -> str:
     return f"results/{job_id}/{FILE_NAMES[output]}"
 
 
+def masks_key(job_id: str) -> str:
+    """Where every job keeps its objects' masks (COCO RLE), whatever outputs it asked: batch exports read them."""
+    return f"results/{job_id}/masks.json"
+
+
 def run_job(rt: Runtime, job: dict, timings: Timings) -> tuple[pipeline.Outcome, int | None]:
     """Fetch and decode here, run the models on the device thread, render here; returns the outcome and the
     size of the batched encoder call that served it (None if it was not batched)."""
@@ -36,7 +41,8 @@ def run_job(rt: Runtime, job: dict, timings: Timings) -> tuple[pipeline.Outcome,
     answer = rt.device().segment(picture, job["params"], priority, timings)
     with stage("render"):
         files = pipeline.render_outputs(picture, answer.objects, job["params"], consume=True)
-    return pipeline.Outcome(answer.objects, files, answer.cache_hit), answer.batch
+        masks = export.kept_masks(picture.size, answer.objects)
+    return pipeline.Outcome(answer.objects, files, answer.cache_hit, masks), answer.batch
 
 
 def store_outputs(rt: Runtime, job_id: str, outcome: pipeline.Outcome) -> dict:
@@ -46,6 +52,8 @@ def store_outputs(rt: Runtime, job_id: str, outcome: pipeline.Outcome) -> dict:
         for name, (data, content_type) in outcome.files.items():
             rt.storage.put(result_key(job_id, name), data, content_type)
             index[name] = {"key": result_key(job_id, name), "content_type": content_type, "bytes": len(data)}
+        if outcome.masks is not None:  # not an output of its own: kept for GET /v1/batches/<id>/export
+            rt.storage.put(masks_key(job_id), outcome.masks, "application/json")
     return index
 
 
@@ -54,6 +62,8 @@ def summary(obj: pipeline.Object) -> dict:
     out = {"label": obj.label, "score": obj.score, "box": obj.box, "area": int(obj.mask.sum())}
     if obj.mask_score is not None:
         out["mask_score"] = obj.mask_score
+    if obj.stability_score is not None:
+        out["stability_score"] = obj.stability_score
     return out
 
 
