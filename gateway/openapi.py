@@ -16,6 +16,7 @@ from shared.schemas import (
     OUTPUTS,
     WEBHOOK_URL_MAX_BYTES,
     BatchRequest,
+    EverythingOptions,
     JobRequest,
     SegmentRequest,
 )
@@ -86,7 +87,8 @@ CREDITS = {"type": "object", "required": ["credits", "name"],
 _STATUSES = {"400": "malformed body or fields", "401": "missing, unknown or disabled key",
              "404": "no such job or batch for this key (another key's is indistinguishable from none), or expired",
              "406": "not enough credits",
-             "409": "no result yet (or the job failed), the job has already ended, or the webhook URL is disabled",
+             "409": "no result yet (or the job failed), the job has already ended, the webhook URL is disabled, or "
+                    "the batch to export has jobs not ended",
              "413": "too large",
              "422": "image cannot be decoded or fetched, or an Idempotency-Key reused with another body",
              "429": "rate limited, or too many unfinished jobs for the key",
@@ -104,6 +106,12 @@ def _schema(model: type) -> dict[str, Any]:
             props[name] = {**_BOOL, "default": props[name].get("default")}
     if "metadata" in props:
         props["metadata"] = _METADATA
+    if "everything" in props:  # inlined: a $defs reference would not resolve inside the OpenAPI document
+        schema.pop("$defs", None)
+        props["everything"] = {"anyOf": [{"type": "boolean"}, EverythingOptions.model_json_schema(), {"type": "null"}],
+                               "default": None,
+                               "description": "segment everything (SAM 2's automatic mask generator): true for the "
+                                              "defaults, or its options; not with prompt, coordinates or boxes"}
     return schema
 
 
@@ -191,6 +199,15 @@ def openapi_document() -> dict[str, Any]:
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
                 "responses": {"200": {"description": "the batch", **_json("Batch")},
                               **_errors("400", "401", "404", "429", "503")}}},
+            "/v1/batches/{batch_id}/export": {"get": {
+                "summary": "The finished batch as a dataset: a COCO instances file or a YOLO-seg zip (streamed)",
+                "operationId": "exportBatch", "security": security, "parameters": [
+                    *batch_id, {"name": "format", "in": "query", "schema": {"enum": ["coco", "yolo"],
+                                                                             "default": "coco"}}],
+                "responses": {"200": {"description": "COCO JSON (format=coco) or a zip of YOLO-seg labels (yolo)",
+                                      "content": {"application/json": {"schema": {"type": "object"}},
+                                                  "application/zip": {}}},
+                              **_errors("400", "401", "404", "409", "429", "503")}}},
             "/v1/batches/{batch_id}/cancel": {"post": {
                 "summary": "Cancel every job of the batch that has not ended", "operationId": "cancelBatch",
                 "security": security,

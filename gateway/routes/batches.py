@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+import json
 
+from flask import Blueprint, Response, jsonify, request
+
+from gateway import export
 from gateway.auth import authenticate
 from gateway.body import request_body
 from gateway.routes.jobs import answer_json, gone, idempotency_key
 from gateway.services import services
 from gateway.submit import accept, fingerprint, prepare_batch
-from shared import batches
-from shared.errors import InvalidRequest
+from shared import batches, names
+from shared.errors import InvalidRequest, NotFinished, NotFound
 from shared.fetch import check_url
 from shared.jobs import Cancel, NewJob, new_id, now_iso
 from shared.schemas import BatchRequest, parse_body
@@ -90,3 +93,40 @@ def cancel_batch(batch_id: str):
     view = batches.batch_view(batches.get_batch(svc.redis, batch_id), _base_url())
     view["cancel"] = {"canceled": counts["canceled"], "requested": counts["requested"]}
     return jsonify(view)
+
+
+@bp.get("/<batch_id>/export")
+def export_batch(batch_id: str):
+    """The finished batch as a dataset: ?format=coco (a COCO instances file) or yolo (a YOLO-seg zip), streamed."""
+    key = authenticate()
+    svc = services()
+    fmt = request.args.get("format", "coco")
+    if fmt not in export.FORMATS:
+        raise InvalidRequest(f"unknown 'format' {fmt[:64]!r}; choose from {', '.join(export.FORMATS)}")
+    batch = own_batch(batch_id, key.key_id)
+    if batch["queued"] or batch["running"]:
+        raise NotFinished(f"batch {batch_id} has {batch['queued'] + batch['running']} jobs not ended yet; export it "
+                          "once it has completed")
+    redis, storage = svc.redis, svc.storage
+
+    def records(ids: list[str]) -> list[dict | None]:
+        with redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(names.job(job_id), "status", "metadata", "error_code")
+            rows = pipe.execute()
+        return [None if row[0] is None else {"status": row[0].decode(), "error_code": row[2] and row[2].decode(),
+                                             "metadata": json.loads(row[1]) if row[1] else None} for row in rows]
+
+    def read_masks(job_id: str) -> dict | None:
+        try:
+            return json.loads(storage.get(f"results/{job_id}/masks.json"))
+        except NotFound:
+            return None
+
+    jobs = export.entries(records, lambda start, count: batches.batch_job_ids(redis, batch_id, start, count),
+                          read_masks)
+    if fmt == "coco":
+        body, mimetype, name = export.coco(batch, jobs), "application/json", f"batch-{batch_id}-coco.json"
+    else:
+        body, mimetype, name = export.yolo(batch, jobs), "application/zip", f"batch-{batch_id}-yolo.zip"
+    return Response(body, mimetype=mimetype, headers={"Content-Disposition": f'attachment; filename="{name}"'})
