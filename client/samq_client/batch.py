@@ -227,8 +227,8 @@ class BatchRun:
         for chunk in self.state.chunks:
             if chunk.batch_id:
                 continue
-            items = [{"image": self.folder / name, **self._fields(), "metadata": {"file": name}}
-                     for name in chunk.files]
+            items = [{"image": self.folder / name, **self._fields(), "metadata": {"file": name, "file_name": name}}
+                     for name in chunk.files]  # file_name: the image's name in dataset exports
             try:
                 batch = self.client.submit_batch(items, webhook_url=self.webhook_url,
                                                  priority=self.settings.get("priority"), idempotency_key=chunk.key)
@@ -240,6 +240,8 @@ class BatchRun:
                 on_chunk(chunk)
 
     def _fields(self) -> dict[str, Any]:
+        if self.settings.get("everything") is not None:
+            return {"everything": self.settings["everything"], "outputs": self.settings["outputs"]}
         return {"prompt": self.settings.get("prompt"), "outputs": self.settings["outputs"]}
 
     def _collect(self, chunk: Chunk) -> None:
@@ -268,3 +270,90 @@ class BatchRun:
         for name in self.state.files:
             counts[self.state.finished.get(name, "unfinished")] += 1
         return counts
+
+
+def export(client: Client, run: BatchRun, fmt: str) -> Path:
+    """The run's dataset from every chunk's batch export, merged: `coco` writes <out>/annotations.json (image and
+    annotation ids renumbered, categories merged by name), `yolo` writes <out>/yolo/ (labels/, data.yaml with the
+    merged names, class ids remapped, info.json)."""
+    batch_ids = [c.batch_id for c in run.state.chunks if c.batch_id]
+    if fmt == "coco":
+        merged = merge_coco([client.export(b, "coco") for b in batch_ids])
+        path = run.outdir / "annotations.json"
+        path.write_text(json.dumps(merged))
+        return path
+    root = run.outdir / "yolo"
+    write_yolo(root, [client.export(b, "yolo") for b in batch_ids])
+    return root
+
+
+def merge_coco(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several COCO instances files as one: ids renumbered from 1, categories by name in order of first use."""
+    out: dict[str, Any] = {"images": [], "annotations": [], "categories": [],
+                           "info": {"description": "samq batches", "batch_ids": [], "left_out": []}}
+    cats: dict[str, int] = {}
+    for part in parts:
+        image_ids, cat_ids = {}, {}
+        for cat in part["categories"]:
+            cat_ids[cat["id"]] = cats.setdefault(cat["name"], len(cats) + 1)
+        for image in part["images"]:
+            image_ids[image["id"]] = len(out["images"]) + 1
+            out["images"].append({**image, "id": image_ids[image["id"]]})
+        for ann in part["annotations"]:
+            out["annotations"].append({**ann, "id": len(out["annotations"]) + 1,
+                                       "image_id": image_ids[ann["image_id"]],
+                                       "category_id": cat_ids[ann["category_id"]]})
+        info = part.get("info", {})
+        out["info"]["batch_ids"].append(info.get("batch_id"))
+        out["info"]["left_out"] += info.get("left_out", [])
+    out["categories"] = [{"id": i, "name": name, "supercategory": "object"} for name, i in cats.items()]
+    return out
+
+
+def write_yolo(root: Path, zips: list[bytes]) -> None:
+    """Unpack several YOLO-seg zips into one folder: class ids remapped to the merged names."""
+    import io
+    import zipfile
+
+    labels = root / "labels"
+    labels.mkdir(parents=True, exist_ok=True)
+    names: dict[str, int] = {}
+    info: dict[str, Any] = {"batch_ids": [], "files": [], "left_out": []}
+    for data in zips:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            part = json.loads(zf.read("info.json"))
+            local = _yaml_names(zf.read("data.yaml").decode())
+            remap = {i: names.setdefault(name, len(names)) for i, name in local.items()}
+            for entry in part["files"]:
+                text = zf.read(entry["label_file"]).decode()
+                lines = []
+                for line in text.splitlines():
+                    cls, _, rest = line.partition(" ")
+                    lines.append(f"{remap[int(cls)]} {rest}")
+                target = labels / Path(entry["label_file"]).name
+                if any(f["label_file"] == f"labels/{target.name}" for f in info["files"]):
+                    target = labels / f"{target.stem}_{entry['job_id']}.txt"  # the same stem in another chunk
+                target.write_text("".join(line + "\n" for line in lines))
+                info["files"].append({**entry, "label_file": f"labels/{target.name}"})
+            info["batch_ids"].append(part.get("batch_id"))
+            info["left_out"] += part.get("left_out", [])
+    listed = "".join(f"  {i}: {json.dumps(name)}\n" for name, i in names.items())
+    (root / "data.yaml").write_text("# samq batches: YOLO-seg labels (put the images in images/ beside labels/)\n"
+                                    f"path: .\ntrain: images\nval: images\nnc: {len(names)}\n"
+                                    + ("names:\n" + listed if listed else "names: {}\n"))
+    (root / "info.json").write_text(json.dumps(info, indent=1))
+
+
+def _yaml_names(text: str) -> dict[int, str]:
+    """The `names` of a data.yaml as the server writes it (one `  <id>: "<name>"` line each, JSON-quoted)."""
+    names, inside = {}, False
+    for line in text.splitlines():
+        if line.startswith("names:"):
+            inside = True
+            continue
+        if inside and line.startswith("  ") and ":" in line:
+            key, _, value = line.strip().partition(": ")
+            names[int(key)] = json.loads(value)
+        elif inside:
+            break
+    return names

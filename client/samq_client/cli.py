@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from samq_client.batch import BatchRun, Wakeup
+from samq_client.batch import BatchRun, Wakeup, export
 from samq_client.client import Client
 from samq_client.errors import JobFailed, SamqError
 from samq_client.models import OUTPUT_SUFFIX
@@ -45,6 +45,23 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _options(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of options, got {text!r}")
+    return value
+
+
+def _everything(args: argparse.Namespace) -> dict | None:
+    """The `everything` field: the options given, {} for the defaults, None when not asked."""
+    if args.everything_options is not None:
+        return args.everything_options
+    return {} if args.everything else None
+
+
 def _address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
@@ -67,14 +84,19 @@ def parser() -> argparse.ArgumentParser:
     seg.add_argument("--negative", action="append", type=lambda t: _pair(t, 2), default=[], metavar="X,Y",
                      help="a negative click (repeat for more)")
     seg.add_argument("--box", action="append", type=lambda t: _pair(t, 4), default=[], metavar="X0,Y0,X1,Y1")
-    seg.add_argument("--output", choices=OUTPUTS, default="overlay_jpeg")
+    _everything_args(seg)
+    seg.add_argument("--output", choices=OUTPUTS,
+                     help="default: from -o's suffix (.png mask_png, .json json), else overlay_jpeg")
     seg.add_argument("--drop-in", action="store_true",
                      help="use POST /v1/sam-v2-image (the hosted API's endpoint); overlay_jpeg or mask_jpeg only")
     seg.add_argument("-o", "--out", type=Path, help="where to write (default: IMAGE's name + the output's suffix)")
 
     bat = sub.add_parser("batch", help="segment every image of a folder; rerun to resume after Ctrl-C")
     bat.add_argument("folder", type=Path)
-    bat.add_argument("--prompt", required=True)
+    bat.add_argument("--prompt", help="text prompt (objects to find); or --everything")
+    _everything_args(bat)
+    bat.add_argument("--export", choices=("coco", "yolo"),
+                     help="once done, write the dataset: OUT/annotations.json (coco) or OUT/yolo/ (yolo)")
     bat.add_argument("-o", "--out", type=Path, required=True, help="output folder (holds the resume state)")
     bat.add_argument("--outputs", type=_outputs, help="comma-separated (default overlay_jpeg,json)")
     bat.add_argument("--priority", choices=("high", "normal", "low"), default="normal")
@@ -93,11 +115,33 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _everything_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--everything", action="store_true", help="segment everything (SAM 2's automatic masks)")
+    p.add_argument("--everything-options", type=_options, metavar="JSON",
+                   help='segment everything with these options, e.g. \'{"points_per_side": 16, "min_area": 100}\'')
+
+
+def _output_for(out: Path | None) -> str:
+    suffix = out.suffix.lower() if out else ""
+    return {".png": "mask_png", ".json": "json"}.get(suffix, "overlay_jpeg")
+
+
 def cmd_segment(client: Client, args: argparse.Namespace) -> int:
     """One image, one output file."""
-    if not args.prompt and not args.point and not args.box:
-        raise SamqError("give --prompt, --point or --box", code="usage")
+    everything = _everything(args)
+    if not args.prompt and not args.point and not args.box and everything is None:
+        raise SamqError("give --prompt, --point, --box or --everything", code="usage")
+    args.output = args.output or _output_for(args.out)
     out = args.out or Path(Path(args.image).stem + OUTPUT_SUFFIX[args.output])
+    if everything is not None:
+        if args.drop_in or args.prompt or args.point or args.box:
+            raise SamqError("--everything takes no --prompt, --point, --box or --drop-in", code="usage")
+        job = client.wait(client.submit(args.image, outputs=[args.output], everything=everything))
+        if not job.succeeded:
+            raise JobFailed(job)
+        out.write_bytes(client.result(job, args.output))
+        err.print(f"job {job.id}: {job.objects_found} object(s); wrote {out}", markup=False)
+        return 0
     if args.drop_in:
         if args.output not in ("overlay_jpeg", "mask_jpeg") or args.box:
             raise SamqError("--drop-in gives overlay_jpeg or mask_jpeg, from --prompt or --point", code="usage")
@@ -123,12 +167,21 @@ class RateColumn(ProgressColumn):
 
 def cmd_batch(client: Client, args: argparse.Namespace) -> int:
     """A folder through POST /v1/batches, with a progress bar, downloads and a summary table."""
+    everything = _everything(args)
+    if bool(args.prompt) == (everything is not None):
+        raise SamqError("give --prompt or --everything (one of them)", code="usage")
     settings = {"prompt": args.prompt, "outputs": args.outputs, "priority": args.priority}
+    if everything is not None:
+        settings["everything"] = everything
     wakeup = Wakeup(args.listen)
     try:
         poll_s = args.poll or (15.0 if args.listen else 1.0)
         run = BatchRun(client, args.folder, args.out, settings, args.chunk_size, poll_s, args.webhook_url, wakeup)
-        return _run_batch(run, client)
+        code = _run_batch(run, client)
+        if args.export:
+            path = export(client, run, args.export)
+            Console().print(f"{args.export} dataset: {path}", markup=False)
+        return code
     finally:
         wakeup.close()
 

@@ -280,6 +280,13 @@ class Client:
                 raise errors.WaitTimeout(f"batch {current.id}: {current.counts.finished}/{current.total} finished")
             time.sleep(poll_s)
 
+    def export(self, batch: Batch | str, format: str = "coco") -> dict[str, Any] | bytes:  # noqa: A002 (the API's name)
+        """A finished batch as a dataset (`GET /v1/batches/<id>/export`): "coco" gives the COCO instances file
+        parsed, "yolo" the YOLO-seg zip's bytes (labels/<stem>.txt, data.yaml, info.json). Raises NotFinished
+        while any of its jobs has not ended."""
+        response = self.request("GET", f"/v1/batches/{_ref(batch)}/export", params={"format": format})
+        return response.json() if format == "coco" else response.content
+
     def cancel_batch(self, batch: Batch | str) -> Batch:
         """Cancel every job of the batch that has not finished."""
         return Batch.from_dict(self.request("POST", f"/v1/batches/{_ref(batch)}/cancel").json())

@@ -32,6 +32,7 @@ class SegmentObject:
     box: list[float] | None = None
     area: int | None = None
     mask_score: float | None = None
+    stability_score: float | None = None  # segment everything
 
 
 @dataclass(frozen=True)
