@@ -71,6 +71,7 @@ JOB = {"type": "object", "properties": {
     "embedding": {"type": ["string", "null"]}, "metadata": {"type": ["object", "null"]},
     "priority": {"enum": ["high", "normal", "low"]}, "batch_id": {"type": ["string", "null"]},
     "cancel_requested": {"type": "boolean"},
+    "worker": {"type": ["string", "null"], "description": "hostname of the worker running it (its last once ended)"},
     "timings": {"type": ["object", "null"], "properties": {
         name: {"type": "number"} for name in ("queue_ms", "fetch_ms", "detect_ms", "encode_ms", "decode_ms",
                                               "render_ms", "upload_ms", "total_ms")}},

@@ -3,10 +3,7 @@ restarted with backoff when they die."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +18,6 @@ import requests
 
 from shared import names, workers
 from shared.models import download, get_preset, missing_files
-from shared.queue import make_celery
 from shared.settings import Settings
 from shared.storage import make_storage
 
@@ -158,27 +154,6 @@ def supervise_once(children: list[Child], on_death: Callable[[Child], None] = la
         child.restart_at = now + delay
 
 
-def requeue_lost_jobs(settings: Settings) -> int:
-    """Put the inference messages a dead worker held back on their queues; returns how many.
-
-    The broker hands an unacknowledged message out again only after the visibility timeout (an hour by
-    default). `samq run` owns the only inference worker, so when it dies every unacknowledged inference
-    message was its own, and can go back at once. Messages of other queues (webhooks) are left alone.
-    """
-    client = redis.Redis.from_url(settings.broker)
-    ours = {f"samq-worker@{socket.gethostname()}"}
-    if [h for h in workers.alive(client, settings.worker_heartbeat_s) if h not in ours]:
-        return 0  # other inference workers share this broker: their messages are not ours to move
-    restored = 0
-    with make_celery(settings).connection_for_write() as conn:
-        channel = conn.default_channel
-        for tag, raw in channel.client.hgetall(channel.unacked_key).items():
-            if json.loads(raw)[2] in names.INFER_QUEUES:
-                channel.qos.restore_by_tag(tag, channel.client)
-                restored += 1
-    return restored
-
-
 def _wait_ready(settings: Settings, procs: list[subprocess.Popen], timeout_s: float = 600) -> None:
     client = redis.Redis.from_url(settings.redis_url)
     deadline = time.monotonic() + timeout_s
@@ -217,12 +192,6 @@ def run(settings: Settings) -> int:
     def _stop(*_: object) -> None:
         raise KeyboardInterrupt
 
-    def _on_death(child: Child) -> None:
-        if child.name == "worker":
-            with contextlib.suppress(redis.RedisError, OSError):
-                if n := requeue_lost_jobs(settings):
-                    print(f"samq: put {n} job(s) the worker held back on the queue", file=sys.stderr, flush=True)
-
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)  # also when started in the background, where SIGINT is ignored
     code = 0
@@ -231,7 +200,9 @@ def run(settings: Settings) -> int:
         print(f"samq ready: http://{settings.host}:{settings.port}  ({redis_note}; storage {settings.storage}; "
               f"models {preset})", flush=True)
         while redis_proc is None or redis_proc.poll() is None:
-            supervise_once(kids, _on_death)
+            # A dead worker's jobs come back through their leases (worker/runtime.py): the restarted worker's
+            # heartbeat claims them once their lease lapses, as any worker's would; nothing to do here.
+            supervise_once(kids)
             time.sleep(0.5)
         code = 1
         print("samq: the redis-server samq started stopped (its data is gone); stopping the rest", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 Every change of a job's state is one Lua script, so credits, batch counters, the waiting sets and
 webhook events (the outbox) always move together with it:
-ACCEPT (N new jobs), START (a worker takes one), FINISH (terminal, or a cancel request), CLAIM_DUE.
+ACCEPT (N new jobs), START (a worker takes one, under a lease), FINISH (terminal, or a cancel request),
+RENEW (a worker's heartbeat keeps its leases), CLAIM_LAPSED (a dead worker's jobs go back to their queue), CLAIM_DUE.
 """
 
 from __future__ import annotations
@@ -42,17 +43,29 @@ class Verdict(StrEnum):
     """What a worker does with a job it received (START's answer)."""
 
     RUN = "run"
-    SKIP = "skip"  # missing or already ended (canceled, or finished before a redelivery)
+    SKIP = "skip"  # missing, already ended, or running under another live lease (a stale broker message)
     CANCEL = "cancel"  # a cancel was asked while it was running before, or its key was disabled
     EXHAUSTED = "exhausted"  # past max attempts: it fails
 
 
 @dataclass(frozen=True)
 class Start:
-    """START's answer: the verdict and the attempt number it counted."""
+    """START's answer: the verdict, the attempt number it counted, and (for RUN) the run it began: the token
+    the worker's renewals and its FINISH carry (a claim moves the record on, so a run claimed away is refused)."""
 
     verdict: Verdict
     attempt: int
+    run: int = field(default=0, compare=False)
+
+
+class Finish:
+    """FINISH's answer codes."""
+
+    MOVED = 1  # moved to the status asked
+    CANCELED = 2  # moved to canceled instead (a cancel was asked)
+    REQUESTED = 3  # cancel requested (it is running)
+    ENDED = 0  # already terminal (this run's own FINISH sent again, or a cancel that came too late) or missing
+    LOST = -1  # the run named is no longer the job's: its lease lapsed and the job was claimed; nothing changes
 
 
 class Cancel(StrEnum):
@@ -128,31 +141,42 @@ return {1, balance}
 """
 
 START = """
--- A worker takes a job: queued|running -> running, counting the attempt.
+-- A worker takes a job: queued|running -> running, counting the attempt, under a lease this worker holds.
 -- KEYS[1] job hash  KEYS[2] waiting set of its queue  KEYS[3] batch hash  KEYS[4] outbox  KEYS[5] key hash
+-- KEYS[6] leases
 -- ARGV[1] now (ISO)  ARGV[2] max attempts  ARGV[3] job id  ARGV[4] now (epoch s)  ARGV[5] event id
--- Returns {verdict, attempt, event}: verdict 'run'; 'skip' (missing or terminal); 'cancel' (a cancel was
--- asked, or the key was disabled: the caller cancels it); 'exhausted' (past max attempts: the caller fails it).
--- event is the job.started webhook event written to the outbox, or ''
+-- ARGV[6] worker (its Celery hostname)  ARGV[7] lease end (epoch s)
+-- ARGV[8] the run a retry message continues ('' for any other message)
+-- Returns {verdict, attempt, event, run}: verdict 'run' (run = the new run, the token of its lease); 'skip'
+-- (missing, terminal, or running under a live lease of another run: a stale broker message, restored after
+-- the visibility timeout or replaced by a claim); 'cancel' (a cancel was asked, or the key was disabled: the
+-- caller cancels it); 'exhausted' (past max attempts: the caller fails it).
+-- event is the job.started webhook event written to the outbox (first attempt only), or ''
 redis.call('ZREM', KEYS[2], ARGV[3])
 local job = redis.call('HMGET', KEYS[1], 'status', 'cancel_requested', 'batch_id', 'webhook_url', 'webhook_events',
-                       'key_id', 'attempts')
+                       'key_id', 'attempts', 'run')
 local status = job[1]
-if not status or status == 'succeeded' or status == 'failed' or status == 'canceled' then return {'skip', 0, ''} end
-if job[2] == '1' or redis.call('HGET', KEYS[5], 'disabled') == '1' then return {'cancel', 0, ''} end
+if not status or status == 'succeeded' or status == 'failed' or status == 'canceled' then return {'skip', 0, '', 0} end
+if status == 'running' and ARGV[8] ~= job[8] then
+  local lease = redis.call('ZSCORE', KEYS[6], ARGV[3])
+  if lease and tonumber(lease) > tonumber(ARGV[4]) then return {'skip', 0, '', 0} end  -- someone runs it now
+end
+if job[2] == '1' or redis.call('HGET', KEYS[5], 'disabled') == '1' then return {'cancel', 0, '', 0} end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-if attempt > tonumber(ARGV[2]) then return {'exhausted', attempt, ''} end
-redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+if attempt > tonumber(ARGV[2]) then return {'exhausted', attempt, '', 0} end
+local run = redis.call('HINCRBY', KEYS[1], 'run', 1)
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[6])
+redis.call('ZADD', KEYS[6], ARGV[7], ARGV[3])
 local event = ''
 if status == 'queued' then
   if job[3] then redis.call('HINCRBY', KEYS[3], 'queued', -1); redis.call('HINCRBY', KEYS[3], 'running', 1) end
-  if job[4] and job[5] and string.find(job[5], '"started"', 1, true) then
+  if attempt == 1 and job[4] and job[5] and string.find(job[5], '"started"', 1, true) then
     event = cjson.encode({id = ARGV[5], type = 'job.started', job_id = ARGV[3], key_id = job[6], url = job[4],
                           at = tonumber(ARGV[4])})
     redis.call('ZADD', KEYS[4], ARGV[4], event)
   end
 end
-return {'run', attempt, event}
+return {'run', attempt, event, run}
 """
 
 FINISH = """
@@ -160,17 +184,21 @@ FINISH = """
 -- KEYS[1] job hash  KEYS[2] hold  KEYS[3] credit balance of its key  KEYS[4] done channel  KEYS[5] stats
 -- KEYS[6] active count of the key  KEYS[7] batch hash  KEYS[8] batch job list  KEYS[9] outbox
 -- KEYS[10] expiring set  KEYS[11] waiting set of its queue  KEYS[12] params of the job
--- KEYS[13] webhook delivery log of the job
+-- KEYS[13] webhook delivery log of the job  KEYS[14] leases
 -- ARGV[1] terminal status, or 'cancel' (queued -> canceled; running -> cancel requested)
 -- ARGV[2] now (epoch s)  ARGV[3] retention (s)  ARGV[4] job event id  ARGV[5] batch event id  ARGV[6] job id
--- ARGV[7..] field, value pairs to store with the terminal state
+-- ARGV[7] the run that ends it ('' = whoever runs it: the gateway's cancel, a job no run holds)
+-- ARGV[8..] field, value pairs to store with the terminal state (finished_at first)
 -- Success after a cancel request turns into canceled (and the fields are not stored).
 -- Returns {code, job event, batch event}: code 1 moved (to ARGV[1]), 2 moved to canceled instead,
--- 3 cancel requested (it is running), 0 already terminal or missing (nothing changes)
+-- 3 cancel requested (it is running), 0 already terminal or missing (nothing changes), -1 the run named is no
+-- longer the job's (its lease lapsed and the job was claimed: nothing changes, its result is not the job's)
 local job = redis.call('HMGET', KEYS[1], 'status', 'cancel_requested', 'batch_id', 'webhook_url', 'webhook_events',
-                       'key_id')
+                       'key_id', 'run')
 local status = job[1]
-if not status or status == 'succeeded' or status == 'failed' or status == 'canceled' then return {0, '', ''} end
+if not status then return {0, '', ''} end
+if ARGV[7] ~= '' and ARGV[7] ~= job[7] then return {-1, '', ''} end
+if status == 'succeeded' or status == 'failed' or status == 'canceled' then return {0, '', ''} end
 local target, code = ARGV[1], 1
 if target == 'cancel' then
   if status == 'running' then
@@ -182,8 +210,8 @@ elseif target == 'succeeded' and job[2] == '1' then
   target, code = 'canceled', 2
 end
 redis.call('HSET', KEYS[1], 'status', target)
-if code == 1 and #ARGV > 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 7)) end
-if code == 2 then redis.call('HSET', KEYS[1], 'finished_at', ARGV[8]) end
+if code == 1 and #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
+if code == 2 then redis.call('HSET', KEYS[1], 'finished_at', ARGV[9]) end
 local held = redis.call('GET', KEYS[2])
 if held then
   if target == 'succeeded' then
@@ -196,6 +224,7 @@ if held then
 end
 redis.call('DECR', KEYS[6])
 redis.call('ZREM', KEYS[11], ARGV[6])
+redis.call('ZREM', KEYS[14], ARGV[6])
 redis.call('HINCRBY', KEYS[5], 'jobs_' .. target, 1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[12], ARGV[3])
@@ -214,7 +243,7 @@ if job[3] then
   local c = redis.call('HMGET', KEYS[7], 'total', 'succeeded', 'failed', 'canceled', 'webhook_url')
   if tonumber(c[2]) + tonumber(c[3]) + tonumber(c[4]) == tonumber(c[1]) then
     -- Only the step that ends the last job gets here: batch.completed is written exactly once.
-    redis.call('HSET', KEYS[7], 'finished_at', ARGV[8])
+    redis.call('HSET', KEYS[7], 'finished_at', ARGV[9])
     redis.call('EXPIRE', KEYS[7], ARGV[3])
     redis.call('EXPIRE', KEYS[8], ARGV[3])
     if c[5] then
@@ -226,6 +255,54 @@ if job[3] then
 end
 redis.call('PUBLISH', KEYS[4], target)
 return {code, job_event, batch_event}
+"""
+
+RENEW = """
+-- A worker's heartbeat: the jobs it still runs keep their leases (never a lease of another run of the job).
+-- KEYS[1] leases  KEYS[2..] the job hash of each job it holds
+-- ARGV[1] lease end (epoch s)  ARGV[2..] per job (in the order of KEYS[2..]): its id, the run it holds
+-- A lease is moved later only (a longer one set for a retry stays); a lapsed one nobody has claimed yet is
+-- renewed too: its worker was slow, not dead.
+-- Returns the ids this worker no longer holds (claimed by another worker, or ended)
+local lost = {}
+for i = 2, #KEYS do
+  local id, run = ARGV[2 * i - 2], ARGV[2 * i - 1]
+  if redis.call('HGET', KEYS[i], 'run') == run and redis.call('ZSCORE', KEYS[1], id) then
+    redis.call('ZADD', KEYS[1], 'GT', ARGV[1], id)
+  else
+    table.insert(lost, id)
+  end
+end
+return lost
+"""
+
+CLAIM_LAPSED = """
+-- Take back running jobs whose lease lapsed (their worker died, or stopped renewing): each goes back to queued
+-- on its own queue, once, for the caller to send to the broker again; its attempt is counted by the next START.
+-- KEYS[1] leases  KEYS[2] unsent set  KEYS[3..] per job: job hash, waiting set of its queue, batch hash (3 each)
+-- ARGV[1] now (epoch s)  ARGV[2..] the job ids (in the order of KEYS[3..])
+-- A job renewed or ended since the caller read the leases is left alone. The claim moves the run on, so the old
+-- run's renewals and FINISH are refused; the id goes to the unsent set too, so if the caller dies before it
+-- publishes, any heartbeat's resend sends it (the caller removes it once sent).
+-- Returns the ids claimed
+local now, claimed = tonumber(ARGV[1]), {}
+for i = 2, #ARGV do
+  local id, job, waiting, batch = ARGV[i], KEYS[3 * i - 3], KEYS[3 * i - 2], KEYS[3 * i - 1]
+  local lease = redis.call('ZSCORE', KEYS[1], id)
+  if lease and tonumber(lease) <= now then
+    redis.call('ZREM', KEYS[1], id)
+    local record = redis.call('HMGET', job, 'status', 'batch_id')
+    if record[1] == 'running' then
+      redis.call('HINCRBY', job, 'run', 1)
+      redis.call('HSET', job, 'status', 'queued')
+      redis.call('ZADD', waiting, now, id)
+      redis.call('ZADD', KEYS[2], now, id)
+      if record[2] then redis.call('HINCRBY', batch, 'running', -1); redis.call('HINCRBY', batch, 'queued', 1) end
+      table.insert(claimed, id)
+    end
+  end
+end
+return claimed
 """
 
 CLAIM_DUE = """
@@ -241,7 +318,7 @@ return ids
 
 # Fields stored as JSON; everything else is a plain string.
 _JSON_FIELDS = ("params", "objects", "outputs", "metadata", "timings", "webhook_events")
-_INT_FIELDS = ("attempts", "cost", "width", "height", "error_status")
+_INT_FIELDS = ("attempts", "cost", "width", "height", "error_status", "run")
 _QUEUE_INDEX = {queue: i for i, queue in enumerate(names.INFER_QUEUES, start=1)}
 IDEMPOTENCY_TTL_S = 24 * 3600
 
@@ -331,13 +408,16 @@ class JobStore:
     """Reads and writes job records; the only code that changes a job's status."""
 
     def __init__(self, client: redis.Redis, retention_s: int,
-                 on_events: Callable[[list[str]], None] | None = None) -> None:
+                 on_events: Callable[[list[str]], None] | None = None, lease_s: float = 15.0) -> None:
         self.client = client
         self.retention_s = retention_s
+        self.lease_s = lease_s  # how long a START's lease lasts unless its worker's heartbeat renews it
         self.on_events = on_events or (lambda events: None)  # hands outbox events to the webhook queue
         self._accept = client.register_script(ACCEPT)
         self._start = client.register_script(START)
         self._finish = client.register_script(FINISH)
+        self._renew = client.register_script(RENEW)
+        self._claim_lapsed = client.register_script(CLAIM_LAPSED)
         self._claim = client.register_script(CLAIM_DUE)
 
     def accept(self, jobs: list[NewJob], idem: Idempotency | None = None, batch: dict[str, Any] | None = None,
@@ -418,24 +498,62 @@ class JobStore:
                 pipe.hget(names.job(job_id), "status")
             return [s.decode() if s else None for s in pipe.execute()]
 
+    def runs(self, job_id: str, run: int) -> bool:
+        """Whether `run` is still the job's current run (no claim has taken the job away from it)."""
+        return self.client.hget(names.job(job_id), "run") == str(run).encode()
+
     def cancel_requested(self, job_id: str) -> bool:
         """Whether someone asked to cancel this (running) job."""
         return self.client.hget(names.job(job_id), "cancel_requested") == b"1"
 
-    def start(self, job: dict[str, Any], max_attempts: int) -> Start:
-        """Mark running and count the attempt, or say why not (see START); publishes job.started."""
+    def start(self, job: dict[str, Any], max_attempts: int, worker: str = "", retry_of: int | None = None) -> Start:
+        """Mark running under a lease of `worker` and count the attempt, or say why not (see START); publishes
+        job.started. `retry_of`: the run a retry message continues (it may start while that run's lease lasts)."""
         keys = [names.job(job["id"]), names.waiting(job.get("queue", names.QUEUE_NORMAL)),
-                names.batch(job.get("batch_id", "")), names.OUTBOX, names.api_key(job["key_id"])]
-        verdict, attempt, event = self._start(keys=keys, args=[now_iso(), max_attempts, job["id"], time.time(),
-                                                               event_id()])
+                names.batch(job.get("batch_id", "")), names.OUTBOX, names.api_key(job["key_id"]), names.LEASES]
+        now = time.time()
+        verdict, attempt, event, run = self._start(
+            keys=keys, args=[now_iso(), max_attempts, job["id"], now, event_id(), worker, now + self.lease_s,
+                             "" if retry_of is None else retry_of])
         if event:
             self.on_events([event.decode()])
-        return Start(Verdict(verdict.decode()), int(attempt))
+        return Start(Verdict(verdict.decode()), int(attempt), int(run))
 
-    def _move(self, job: dict[str, Any], target: str, fields: dict[str, Any]) -> int:
+    def renew(self, held: dict[str, int], lease_s: float | None = None) -> list[str]:
+        """Move on the leases of the runs in `held` (job id -> run) in one step; returns the ids no longer held."""
+        if not held:
+            return []
+        ids = list(held)
+        args: list[Any] = [time.time() + (self.lease_s if lease_s is None else lease_s)]
+        for job_id in ids:
+            args += [job_id, held[job_id]]
+        lost = self._renew(keys=[names.LEASES, *(names.job(i) for i in ids)], args=args)
+        return [i.decode() for i in lost]
+
+    def claim_lapsed(self, limit: int = 100) -> list[tuple[str, str]]:
+        """Take back running jobs whose lease lapsed, each once: they are queued again; returns (id, queue) pairs
+        for the caller to send to the broker (then `sent`)."""
+        now = time.time()
+        ids = [i.decode() for i in self.client.zrangebyscore(names.LEASES, "-inf", now, start=0, num=limit)]
+        if not ids:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(names.job(job_id), "queue", "batch_id")
+            found = pipe.execute()
+        keys = [names.LEASES, names.UNSENT]
+        queues = {}
+        for job_id, (queue, batch_id) in zip(ids, found, strict=True):
+            queues[job_id] = queue.decode() if queue else names.QUEUE_NORMAL
+            batch = names.batch(batch_id.decode() if batch_id else "")
+            keys += [names.job(job_id), names.waiting(queues[job_id]), batch]
+        claimed = self._claim_lapsed(keys=keys, args=[now, *ids])
+        return [(i.decode(), queues[i.decode()]) for i in claimed]
+
+    def _move(self, job: dict[str, Any], target: str, fields: dict[str, Any], run: int | None = None) -> int:
         finished_at = fields.setdefault("finished_at", now_iso())
         args: list[Any] = [target, time.time(), self.retention_s, event_id(), event_id(), job["id"],
-                           "finished_at", finished_at]
+                           "" if run is None else run, "finished_at", finished_at]
         for key, value in _encode(fields).items():
             if key != "finished_at":
                 args += [key, value]
@@ -443,24 +561,29 @@ class JobStore:
         keys = [names.job(job["id"]), names.hold(job["id"]), names.credits(job["key_id"]), names.job_done(job["id"]),
                 names.STATS, names.active(job["key_id"]), names.batch(batch_id), names.batch_jobs(batch_id),
                 names.OUTBOX, names.EXPIRING, names.waiting(job.get("queue", names.QUEUE_NORMAL)),
-                names.params(job["id"]), names.deliveries(job["id"])]
+                names.params(job["id"]), names.deliveries(job["id"]), names.LEASES]
         code, *events = self._finish(keys=keys, args=args)
         events = [e.decode() for e in events if e]
         if events:
             self.on_events(events)
         return int(code)
 
-    def finish(self, job: dict[str, Any], status: JobStatus, **fields: Any) -> bool:
+    def finish(self, job: dict[str, Any], status: JobStatus, run: int | None = None, **fields: Any) -> bool:
         """Move to a terminal state; succeeded commits the hold, anything else refunds it.
 
-        False when the job was already terminal, or was canceled meanwhile (then it ends canceled, refunded).
+        False when the job was already terminal, or was canceled meanwhile (then it ends canceled, refunded), or
+        `run` (the run ending it) is no longer the job's (see `end`).
         """
-        assert status.terminal
-        return self._move(job, status.value, fields) == 1
+        return self.end(job, status, run, **fields) == Finish.MOVED
 
-    def fail(self, job: dict[str, Any], code: str, message: str, status: int) -> bool:
+    def end(self, job: dict[str, Any], status: JobStatus, run: int | None = None, **fields: Any) -> int:
+        """`finish`, answering FINISH's code (`Finish`): LOST when `run` was claimed away (nothing changes)."""
+        assert status.terminal
+        return self._move(job, status.value, fields, run)
+
+    def fail(self, job: dict[str, Any], code: str, message: str, status: int, run: int | None = None) -> bool:
         """Fail a job with an error and refund it."""
-        return self.finish(job, JobStatus.FAILED, error_code=code, error_message=message, error_status=status)
+        return self.finish(job, JobStatus.FAILED, run, error_code=code, error_message=message, error_status=status)
 
     def cancel(self, job: dict[str, Any]) -> Cancel:
         """Cancel a queued job now (refunded), or ask its worker to cancel a running one."""

@@ -65,6 +65,10 @@ def worker(hostname: str) -> str:
 # Sorted set (score: created time) of jobs recorded but not yet handed to the broker.
 UNSENT = f"{PREFIX}:unsent"
 
+# Sorted set (score: epoch s when the lease ends) of running jobs: START writes the entry, the holding worker's
+# heartbeat moves it on, FINISH removes it; any worker's heartbeat takes back jobs whose lease lapsed.
+LEASES = f"{PREFIX}:leases"
+
 
 def waiting(queue: str) -> str:
     """Sorted set (score: enqueue time) of jobs sent to `queue` and not yet started, in broker order."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 
 import redis
 from celery import Celery
@@ -38,11 +39,30 @@ class Runtime:
                                           retry_on_error=[redis.ConnectionError, redis.TimeoutError])
         # START and FINISH write webhook events to the outbox; they go to the webhook queue, never held here.
         self.jobs = JobStore(self.redis, settings.retention_s, outbox.publisher(make_webhook_celery(settings),
-                                                                                 self.redis))
+                                                                                 self.redis), settings.lease_s)
         self.storage = make_storage(settings, settings.storage_max_attempts)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._device: Device | None = None
+        # The runs this process carries (job id -> run, START's token): the heartbeat renews their leases.
+        self._held: dict[str, int] = {}
+        self._held_lock = threading.Lock()
+        self._beat_ok_at = 0.0  # monotonic end of the last heartbeat that reached Redis in time
+
+    def hold(self, job_id: str, run: int) -> None:
+        """A task thread STARTed `run` of a job: its lease is this process's to renew from now on."""
+        with self._held_lock:
+            self._held[job_id] = run
+
+    def release(self, job_id: str) -> None:
+        """The run has ended (FINISH, failure, retry): stop renewing its lease."""
+        with self._held_lock:
+            self._held.pop(job_id, None)
+
+    def held(self) -> dict[str, int]:
+        """A copy of the runs this process carries."""
+        with self._held_lock:
+            return dict(self._held)
 
     def models(self) -> Models:
         """The models, loaded on first call."""
@@ -68,15 +88,47 @@ class Runtime:
         def beat() -> None:
             while not self._stop.is_set():
                 try:
-                    workers.announce(self.redis, hostname)
-                    self.resend_unsent()
-                    self.sweep_expired()
+                    self.beat_once(hostname)
                 except redis.RedisError:
                     log.warning("heartbeat to Redis failed; retrying")
                 self._stop.wait(self.settings.worker_heartbeat_s)
             workers.retire(self.redis, hostname)
 
+        def sweep() -> None:  # storage calls can take minutes (S3 retries): never on the heartbeat's thread
+            while not self._stop.wait(self.settings.worker_heartbeat_s):
+                try:
+                    self.sweep_expired()
+                except redis.RedisError:
+                    log.warning("expiry sweep could not reach Redis; retrying")
+
         threading.Thread(target=beat, name="samq-heartbeat", daemon=True).start()
+        threading.Thread(target=sweep, name="samq-sweeper", daemon=True).start()
+
+    def beat_once(self, hostname: str) -> None:
+        """One heartbeat: announce, renew the leases of the runs in hand, then take back lapsed jobs and resend
+        unsent ones. Only Redis and broker calls: the thread must never wait on storage or the device."""
+        began = time.monotonic()
+        workers.announce(self.redis, hostname)
+        for job_id in self.jobs.renew(self.held()):
+            log.warning("job %s: this worker's lease was claimed by another worker; its result will be dropped",
+                        job_id)
+        # A worker that was itself cut off from Redis (its previous beat failed or came late) judges nobody's
+        # lease this time: the others may not have renewed theirs yet either.
+        prompt = began - self._beat_ok_at <= 2 * self.settings.worker_heartbeat_s
+        self._beat_ok_at = time.monotonic()
+        if prompt and time.monotonic() - began <= self.settings.worker_heartbeat_s:
+            self.requeue_lapsed()
+        self.resend_unsent()
+
+    def requeue_lapsed(self) -> list[str]:
+        """Send again the jobs whose lease lapsed (their worker died or stalled): each is claimed by one worker."""
+        claimed = self.jobs.claim_lapsed()
+        for job_id, queue in claimed:
+            log.warning("job %s: its worker's lease lapsed; queued again", job_id)
+            enqueue_segment(self.celery, job_id, queue)
+        if claimed:
+            self.jobs.sent([job_id for job_id, _ in claimed])
+        return [job_id for job_id, _ in claimed]
 
     def resend_unsent(self) -> None:
         """Send jobs whose gateway died between recording and enqueueing them (else they would wait forever)."""

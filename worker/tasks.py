@@ -8,7 +8,7 @@ from celery import Celery, Task
 
 from shared import names
 from shared.errors import SamqError
-from shared.jobs import JobStatus, Verdict
+from shared.jobs import Finish, JobStatus, Verdict
 from worker import export, pipeline
 from worker.inputs import load_input
 from worker.metrics import JOBS, Timings, stage, timing
@@ -71,52 +71,73 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
     """Bind the tasks to a Celery app and a worker runtime."""
 
     @app.task(name=names.TASK_SEGMENT, bind=True, acks_late=True, reject_on_worker_lost=True)
-    def segment(self: Task, job_id: str) -> None:
-        JOBS.labels(run_segment(self, job_id)).inc()
+    def segment(self: Task, job_id: str, retry_of: int | None = None) -> None:
+        JOBS.labels(run_segment(self, job_id, retry_of)).inc()
 
-    def run_segment(task: Task, job_id: str) -> str:
+    def run_segment(task: Task, job_id: str, retry_of: int | None = None) -> str:
         """Run one attempt of a job; returns the outcome counted in samq_worker_jobs_total."""
         store = rt.jobs
         job = store.get(job_id)
         if job is None:
             log.warning("job %s expired or unknown; dropping", job_id)
             return "skipped"
-        start = store.start(job, rt.settings.max_attempts)
+        start = store.start(job, rt.settings.max_attempts, task.request.hostname or "", retry_of)
         if start.verdict is Verdict.SKIP:
-            return "skipped"  # already terminal (canceled, or finished before a redelivery)
+            return "skipped"  # terminal, or running under another live lease: a stale message (docs/DEPLOY.md)
+        if start.verdict is Verdict.RUN:
+            rt.hold(job_id, start.run)  # the heartbeat renews its lease until the run ends
+            try:
+                return run_attempt(task, job, start.attempt, start.run)
+            finally:
+                rt.release(job_id)
         if start.verdict is Verdict.CANCEL:  # asked while it ran before, or its key was disabled: refunded
             store.finish(job, JobStatus.CANCELED)
             return "canceled"
-        if start.verdict is Verdict.EXHAUSTED:
-            store.fail(job, "too_many_attempts", f"the job failed {start.attempt - 1} attempts", 500)
-            return "failed"
-        attempt = start.attempt
+        store.fail(job, "too_many_attempts", f"the job failed {start.attempt - 1} attempts", 500)  # EXHAUSTED
+        return "failed"
+
+    def run_attempt(task: Task, job: dict, attempt: int, run: int) -> str:
+        """One run of a job under its lease; every FINISH names the run, so a run claimed away changes nothing."""
+        store, job_id = rt.jobs, job["id"]
         timings = Timings(job.get("created_at"))
         try:
             with timing(timings):
                 outcome, batch = run_job(rt, job, timings)
                 if store.cancel_requested(job_id):  # checked before anything is uploaded
-                    store.finish(job, JobStatus.CANCELED)
+                    store.finish(job, JobStatus.CANCELED, run)
                     return "canceled"
+                if not store.runs(job_id, run):  # its lease lapsed and another worker took the job: upload nothing
+                    log.warning("job %s: run %d was claimed by another worker; dropping its result", job_id, run)
+                    return "lost"
                 outputs = store_outputs(rt, job_id, outcome)
         except Exception as exc:
             error = exc if isinstance(exc, SamqError) else SamqError(
                 f"the job failed on the server ({exc.__class__.__name__})")
             if error.status < 500:  # the client's input is at fault: another attempt would answer the same
-                store.fail(job, error.code, error.message, error.status)
+                store.fail(job, error.code, error.message, error.status, run)
                 return "failed"
             log.exception("job %s attempt %d failed", job_id, attempt)
             if attempt < rt.settings.max_attempts:
                 JOBS.labels("retried").inc()
-                raise task.retry(countdown=RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S)) - 1]) from exc
-            store.fail(job, error.code, error.message, error.status)  # out of attempts: failed, refunded
+                countdown = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S)) - 1]
+                # The lease covers the countdown (a worker that dies holding the retry still loses nothing), and
+                # the retry names this run, so its START may begin while that lease lasts.
+                store.renew({job_id: run}, countdown + store.lease_s)
+                raise task.retry(args=[job_id, run], countdown=countdown) from exc
+            store.fail(job, error.code, error.message, error.status, run)  # out of attempts: failed, refunded
             return "failed"
-        finished = store.finish(
-            job, JobStatus.SUCCEEDED, objects=[summary(o) for o in outcome.objects], objects_found=outcome.found,
+        code = store.end(
+            job, JobStatus.SUCCEEDED, run, objects=[summary(o) for o in outcome.objects], objects_found=outcome.found,
             outputs=outputs, embedding="cached" if outcome.cache_hit else "computed", batch=batch,
             timings=timings.as_record(),
         )
-        if not finished:  # canceled while uploading: it ended canceled and refunded, so its outputs must go
+        if code == Finish.LOST:  # claimed while uploading: the job is another run's now (same names, same content)
+            if store.statuses([job_id])[0] in (JobStatus.FAILED, JobStatus.CANCELED):
+                rt.storage.delete_prefix(f"results/{job_id}/")  # no success refers to them
+            log.warning("job %s: run %d was claimed by another worker; its result is dropped", job_id, run)
+            return "lost"
+        if code != Finish.MOVED and store.statuses([job_id])[0] != JobStatus.SUCCEEDED:
+            # canceled while uploading: it ended canceled and refunded, so its outputs must go
             rt.storage.delete_prefix(f"results/{job_id}/")
             return "canceled"
         timings.observe()

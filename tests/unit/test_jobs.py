@@ -116,7 +116,8 @@ def test_failure_refunds_exactly_once(store, rclient):
     assert store.get(job.id)["error_status"] == 422
 
 
-def test_start_counts_attempts_and_stops_at_the_bound(store, rclient):
+def test_start_counts_attempts_and_stops_at_the_bound(rclient):
+    store = JobStore(rclient, retention_s=100, lease_s=0)  # each worker dies at once: its lease lapses
     [job] = new_jobs(make_key(rclient, 5))
     store.accept([job])
     record = store.get(job.id)
@@ -310,6 +311,8 @@ def test_cancel_at_each_state(store, rclient):
     record = store.get(orphan.id)
     store.start(record, 3)
     store.cancel(record)
+    assert store.start(record, 3).verdict is Verdict.SKIP  # its worker may be alive: it holds the lease
+    rclient.zadd(names.LEASES, {orphan.id: 0})  # the worker died: its lease lapsed
     assert store.start(record, 3).verdict is Verdict.CANCEL
 
 
