@@ -102,10 +102,6 @@ class Settings(BaseSettings):
         15.0, ge=1, description="a running job's lease: renewed by its worker's heartbeat; once lapsed, any worker "
         "queues the job again (at least 2 heartbeats)"
     )
-    lease_s: float = Field(
-        15.0, ge=1, description="a running job's lease: renewed by its worker's heartbeat; once lapsed, any worker "
-        "queues the job again (at least 2 heartbeats)"
-    )
 
     # Webhooks
     webhook_retry_schedule_s: str = Field(
@@ -168,13 +164,6 @@ class Settings(BaseSettings):
     def webhook_schedule(self) -> tuple[float, ...]:
         """Seconds to wait before attempt 1, 2, ... of one webhook event."""
         return tuple(float(part) for part in self.webhook_retry_schedule_s.split(",") if part.strip())
-
-    @model_validator(mode="after")
-    def _lease_outlasts_heartbeats(self) -> Settings:
-        if self.lease_s < 2 * self.worker_heartbeat_s:
-            raise ValueError(f"SAMQ_LEASE_S ({self.lease_s:g}) must be at least 2 x SAMQ_WORKER_HEARTBEAT_S "
-                             f"({self.worker_heartbeat_s:g}): a lease must survive a late heartbeat")
-        return self
 
     @model_validator(mode="after")
     def _lease_outlasts_heartbeats(self) -> Settings:
