@@ -98,7 +98,7 @@ def profile(pids: dict[str, int], out: Path) -> list[subprocess.Popen]:
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in pids.items()]
 
 
-def top_frames(collapsed: Path, n: int = 30) -> list[tuple[str, float]]:
+def top_frames(collapsed: Path, n: int = 30, watched: tuple[str, ...] = WATCHED) -> list[tuple[str, float]]:
     """Functions by share of samples they appear in (inclusive), from py-spy's collapsed stacks."""
     totals: collections.Counter[str] = collections.Counter()
     samples = 0
@@ -106,7 +106,7 @@ def top_frames(collapsed: Path, n: int = 30) -> list[tuple[str, float]]:
         stack, _, count = line.rpartition(" ")
         samples += int(count)
         for frame in {f.split(" (")[0] + " " + f.split("(")[-1].split(":")[0] for f in stack.split(";")}:
-            if frame.split(" ")[-1].startswith(WATCHED):
+            if frame.split(" ")[-1].startswith(watched):
                 totals[frame] += int(count)
     return [(f, round(100 * c / samples, 1)) for f, c in totals.most_common(n)] if samples else []
 

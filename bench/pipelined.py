@@ -39,6 +39,8 @@ from PIL import Image
 from tests.helpers import ASTRONAUT_PNG, ROCKET_JPG  # noqa: I001  (after common: this checkout first)
 
 SIZES = {"1080p": (1920, 1080), "12MP": (4032, 3024)}
+# Frames worth reporting in a worker's profile: ours, the models' and the codecs'.
+WATCHED = ("worker/", "shared/", "sam2/", "torch/nn/", "PIL/", "cv2", "hashlib", "celery/app/trace", "kombu/", "redis/")
 
 
 def photo_jpeg(size: tuple[int, int], seed: int) -> bytes:
@@ -137,17 +139,31 @@ def submit_all(stack, key: str, photos: list[bytes]) -> list[str]:
     return ids
 
 
-def drain(stack, key: str, ids: list[str], worker: str, code: Path | None) -> dict:
-    """Start one worker on the queued jobs; busy fraction and jobs/s from the jobs' own records."""
-    start_worker(stack, worker, code)
+def drain(stack, key: str, ids: list[str], worker: str, code: Path | None, profile_to: Path | None) -> dict:
+    """Start one worker on the queued jobs; busy fraction and jobs/s from the jobs' own records.
+
+    `profile_to`: a file for py-spy's collapsed stacks of the worker while it drains the queue.
+    """
+    import signal
+
+    from overhead import profile, top_frames
+
+    proc = start_worker(stack, worker, code)
+    spies = profile({profile_to.stem: proc.pid}, profile_to.parent) if profile_to else []
     try:
         jobs = wait_jobs(stack, key, ids)
     finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            spy.wait(timeout=60)
         stack.procs.pop(worker).terminate()
-    return worker_figures(jobs)
+    figures = worker_figures(jobs)
+    if profile_to and profile_to.is_file():
+        figures["profile"] = top_frames(profile_to, 25, WATCHED)
+    return figures
 
 
-def w2(redis_url: str, n: int, baseline: str | None) -> dict:
+def w2(redis_url: str, n: int, baseline: str | None, profile: Path | None = None) -> dict:
     """One worker's device-busy fraction and jobs/s, this checkout and the baseline, same photos."""
     results: dict = {}
     env = {"OMP_NUM_THREADS": "1", "SAMQ_GATEWAY_WORKERS": "1"}
@@ -165,10 +181,13 @@ def w2(redis_url: str, n: int, baseline: str | None) -> dict:
                                                          SAMQ_MAX_IMAGE_PIXELS="50000000", **env))
                 key = stack.new_key(10 ** 6)
                 ids = submit_all(stack, key, photos)
-                row = drain(stack, key, ids, "wpipe", code)
+                row = drain(stack, key, ids, "wpipe", code,
+                            profile / f"worker-{label}-{name}.txt" if profile else None)
             results[f"{label} {name}"] = row
             print(f"W2/W3 {label} {name:<8} {row['jobs']} jobs in {row['wall_s']:.1f} s: "
                   f"{row['jobs_per_s']:.2f} jobs/s, device busy {row['busy']:.2f}  (median {row['median_timings_ms']})")
+            for frame, share in row.get("profile", [])[:15]:
+                print(f"    {share:5.1f}%  {frame}")
     return results
 
 
@@ -179,6 +198,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15, help="W1 calls per path")
     parser.add_argument("--jobs", type=int, default=30, help="W2 jobs at 1080p (a third as many at 12 MP)")
     parser.add_argument("--baseline", help="W2: also run this git revision's worker, e.g. 7829ba4")
+    parser.add_argument("--profile", type=Path, help="W2: py-spy each worker while it drains; stacks in this folder")
     add_redis_arg(parser)
     args = parser.parse_args()
     parts = set(args.only.split(","))
@@ -189,8 +209,9 @@ def main() -> None:
         torch.set_num_threads(1)
         out["w1"] = w1(args.rounds)
     if "w2" in parts:
-        out["w2"] = w2(args.redis_url, args.jobs, args.baseline)
-    record("pipelined" + (f"-vs-{args.baseline}" if args.baseline else ""), {"args": vars(args), **out})
+        out["w2"] = w2(args.redis_url, args.jobs, args.baseline, args.profile)
+    record("pipelined" + (f"-vs-{args.baseline}" if args.baseline else ""),
+           {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, **out})
 
 
 if __name__ == "__main__":

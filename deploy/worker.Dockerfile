@@ -78,7 +78,7 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=300s --retries=3 \
 
 # Same flags as `samq run` (gateway/supervisor.py worker_command); queues in priority order (shared/names.py).
 # SIGTERM is Celery's warm shutdown: the jobs in hand finish before the process exits. The pool has
-# SAMQ_WORKER_SLOTS threads (default 4, set by the app): one job's models run while the others fetch and render.
+# SAMQ_WORKER_SLOTS threads (auto: 8 on CUDA, 4 on CPU; set by the app): one job's models run while the others fetch and render.
 CMD ["celery", "-A", "worker.celery_app:app", "worker", "--pool", "threads", \
      "--prefetch-multiplier", "1", "--queues", "samq.infer.high,samq.infer.normal,samq.infer.low", \
      "--hostname", "samq-worker@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]

@@ -51,12 +51,12 @@ class Settings(BaseSettings):
     compile: bool = Field(False, description="torch.compile the SAM 2 image encoder (GPU; slow first call)")
     embed_cache_mb: int = Field(1024, ge=0, description="SAM 2 embedding cache per worker, MiB; 0 = off")
     max_batch: int = Field(
-        0, ge=0, le=64, description="images of the jobs in flight a worker may encode in one call; 0 = auto (8 on "
-        "CUDA, 1 on CPU)"
+        0, ge=0, le=64, description="images of the jobs in flight a worker may encode in one call; 0 = auto (all "
+        "those waiting on CUDA, 1 on CPU)"
     )
     worker_slots: int = Field(
-        4, ge=1, le=64, description="jobs one GPU worker carries at once (Celery threads): while one job's models "
-        "run, the others fetch, decode, render and upload"
+        0, ge=0, le=64, description="jobs one GPU worker carries at once (Celery threads): while one job's models "
+        "run, the others fetch, decode, render and upload; 0 = auto (8 on CUDA, 4 on CPU)"
     )
     box_threshold: float = Field(0.35, ge=0, le=1, description="Grounding DINO box score threshold")
     text_threshold: float = Field(0.25, ge=0, le=1, description="Grounding DINO text score threshold")

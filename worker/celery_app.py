@@ -15,7 +15,7 @@ from shared import logs
 from shared.queue import make_celery
 from shared.settings import Settings
 from worker import health, metrics
-from worker.runtime import Runtime
+from worker.runtime import Runtime, worker_slots
 from worker.tasks import register_tasks
 
 log = logging.getLogger("samq.worker")
@@ -24,7 +24,7 @@ log = logging.getLogger("samq.worker")
 def create_worker_app(settings: Settings) -> Celery:
     """A Celery app with samq's tasks, loading models when the worker is ready."""
     app = make_celery(settings)
-    app.conf.worker_concurrency = settings.worker_slots  # the threads pool's size: jobs in flight (SAMQ_WORKER_SLOTS)
+    app.conf.worker_concurrency = worker_slots(settings)  # the threads pool's size: jobs in flight
     rt = Runtime(settings, app)
     register_tasks(app, rt)
 

@@ -18,15 +18,20 @@ from shared.queue import enqueue_segment, make_webhook_celery
 from shared.settings import Settings
 from shared.storage import make_storage
 from worker.device import Device
-from worker.models.registry import Models, get_models
+from worker.models.registry import Models, get_models, resolve_device
 from worker.pipeline import Thresholds
 
 log = logging.getLogger(__name__)
 
 # A worker rides out a Redis restart (about a minute of retries, 2 s apart at most) rather than lose the
 # outcome of a job it has finished: FINISH is idempotent, so retrying it is safe.
-CUDA_BATCH = 8  # SAMQ_MAX_BATCH=0 (auto) on CUDA: images one encoder call may take from the jobs in flight
 REDIS_RETRY = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=35)
+CUDA_SLOTS, CPU_SLOTS = 8, 4  # SAMQ_WORKER_SLOTS=0 (auto): jobs in flight per worker
+
+
+def worker_slots(settings: Settings) -> int:
+    """Jobs one worker carries at once: on CUDA enough to fill an encoder batch while others are on the CPU."""
+    return settings.worker_slots or (CUDA_SLOTS if resolve_device(settings.device) == "cuda" else CPU_SLOTS)
 
 
 class Runtime:
@@ -75,7 +80,7 @@ class Runtime:
                 s = self.settings
                 on_gpu = self.models().device == "cuda"
                 # Batching across jobs pays on a GPU (one launch, fuller kernels); on a CPU it only adds latency.
-                max_batch = s.max_batch or (CUDA_BATCH if on_gpu else 1)
+                max_batch = s.max_batch or (worker_slots(s) if on_gpu else 1)
                 self._device = Device(self.models, Thresholds(s.box_threshold, s.text_threshold, s.max_objects),
                                       max_batch)
                 self._device.start()
