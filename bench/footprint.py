@@ -30,6 +30,7 @@ from gateway.app import create_app
 from shared import names
 from shared.keys import KeyStore
 from shared.schemas import (
+    BATCH_METADATA_MAX_BYTES,
     IDEMPOTENCY_KEY_MAX_CHARS,
     IMAGE_URL_MAX_BYTES,
     METADATA_MAX_BYTES,
@@ -49,9 +50,9 @@ def url_of(size: int, tag: str) -> str:
     return (PUBLIC + tag + "/").ljust(size, "a")
 
 
-def metadata_at_bound() -> dict:
-    """{"k": "xxx..."}: exactly METADATA_MAX_BYTES as compact JSON (the shape does not matter: one string)."""
-    return {"k": "x" * (METADATA_MAX_BYTES - len('{"k":""}'))}
+def metadata_at_bound(max_bytes: int = METADATA_MAX_BYTES) -> dict:
+    """{"k": "xxx..."}: exactly `max_bytes` as compact JSON (the shape does not matter: one string)."""
+    return {"k": "x" * (max_bytes - len('{"k":""}'))}
 
 
 def item_at_bounds() -> dict:
@@ -109,7 +110,8 @@ def main() -> None:
                             rate_limit_per_min=0)
         client = create_app(settings).test_client()
         item = item_at_bounds()
-        batch_fields = {"metadata": metadata_at_bound(), "webhook_url": url_of(WEBHOOK_URL_MAX_BYTES, "batch")}
+        batch_fields = {"metadata": metadata_at_bound(BATCH_METADATA_MAX_BYTES),  # a batch's own bound: 4 KiB
+                        "webhook_url": url_of(WEBHOOK_URL_MAX_BYTES, "batch")}
         cases = {
             "job": measure(db, client, "/v1/jobs", item, 1),
             "batch-1": measure(db, client, "/v1/batches", {"items": [item], **batch_fields}, 1),

@@ -7,6 +7,7 @@ from typing import Any
 
 from shared.schemas import (
     ARRAY_TEXT_MAX_CHARS,
+    BATCH_METADATA_MAX_BYTES,
     BOOL_TEXT_MAX_CHARS,
     IDEMPOTENCY_KEY_MAX_CHARS,
     IMAGE_URL_MAX_BYTES,
@@ -120,7 +121,8 @@ def _batch_schema() -> dict[str, Any]:
     schema = BatchRequest.model_json_schema()
     schema["properties"]["items"]["items"] = {"$ref": "#/components/schemas/JobRequest"}  # each a job's body
     schema["properties"]["items"]["description"] = "the jobs' bodies: at most SAMQ_MAX_BATCH_ITEMS (1,000 by default)"
-    schema["properties"]["metadata"] = _METADATA
+    schema["properties"]["metadata"] = {**_METADATA, "description": _METADATA["description"].replace(
+        f"at most {METADATA_MAX_BYTES} bytes", f"at most {BATCH_METADATA_MAX_BYTES} bytes")}  # the batch's own bound
     return schema
 
 

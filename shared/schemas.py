@@ -23,6 +23,7 @@ PROMPT_MAX_PHRASES = 32
 IMAGE_URL_MAX_BYTES = 4096  # an image given by URL (UTF-8 bytes: an ASCII URL's length); room for presigned URLs
 WEBHOOK_URL_MAX_BYTES = 2048  # webhook_url of jobs, batches and POST /v1/webhooks/enable
 METADATA_MAX_BYTES = 16 * 1024  # serialized as compact JSON in UTF-8, as it is stored
+BATCH_METADATA_MAX_BYTES = 4 * 1024  # a batch's own metadata: stored with the batch, its idempotent answer and view
 METADATA_MAX_KEYS = 64  # counted at every level: every key of every object inside, the top one included
 METADATA_MAX_DEPTH = 4  # the metadata object is level 1; each object or array inside it one level more
 ARRAY_TEXT_MAX_CHARS = 65_536  # coordinates, remove_coordinates, boxes, point_labels written as a JSON string
@@ -102,7 +103,7 @@ def check_url_size(value: str, limit: int) -> str:
     return value
 
 
-def check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+def check_metadata(value: dict[str, Any] | None, max_bytes: int = METADATA_MAX_BYTES) -> dict[str, Any] | None:
     """`metadata`: at most METADATA_MAX_DEPTH levels, METADATA_MAX_KEYS keys in all and METADATA_MAX_BYTES
     serialized (compact JSON, UTF-8: exactly the bytes stored with the job or batch)."""
     if value is None:
@@ -124,8 +125,8 @@ def check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
         size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
     except UnicodeEncodeError as exc:
         raise ValueError("holds an unpaired UTF-16 surrogate escape: not valid Unicode text") from exc
-    if size > METADATA_MAX_BYTES:
-        raise ValueError(f"is {size} bytes serialized (compact JSON, UTF-8); the limit is {METADATA_MAX_BYTES}")
+    if size > max_bytes:
+        raise ValueError(f"is {size} bytes serialized (compact JSON, UTF-8); the limit is {max_bytes}")
     return value
 
 
@@ -201,6 +202,7 @@ Boxes = Annotated[list[Box], BeforeValidator(parse_boxes)]
 Prompt = Annotated[str, Field(max_length=PROMPT_MAX_CHARS)]
 Phrases = Annotated[list[Annotated[str, Field(max_length=PROMPT_MAX_CHARS)]], Field(max_length=PROMPT_MAX_PHRASES)]
 Metadata = Annotated[dict[str, Any] | None, AfterValidator(check_metadata)]
+BatchMetadata = Annotated[dict[str, Any] | None, AfterValidator(lambda v: check_metadata(v, BATCH_METADATA_MAX_BYTES))]
 WebhookUrlText = Annotated[str, Field(min_length=1, max_length=WEBHOOK_URL_MAX_BYTES),  # maxLength for the schema
                            BeforeValidator(lambda v: check_url_size(v, WEBHOOK_URL_MAX_BYTES) if isinstance(v, str)
                                            else v)]
@@ -436,7 +438,7 @@ class BatchRequest(BaseModel):
     items: list[Any] = Field(min_length=1)  # at most SAMQ_MAX_BATCH_ITEMS (gateway.submit.prepare_batch)
     webhook_url: WebhookUrl = None
     priority: Literal["high", "normal", "low"] | None = None
-    metadata: Metadata = None
+    metadata: BatchMetadata = None
 
 
 def check_inside(params: dict[str, Any], width: int, height: int) -> None:
