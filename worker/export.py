@@ -71,7 +71,7 @@ def kept_masks(size: tuple[int, int], objects: list[Object]) -> bytes:
     return json.dumps({"width": size[0], "height": size[1], "objects": kept}, separators=(",", ":")).encode()
 
 
-MAX_CONTOUR_POINTS = 2000  # longer outlines are simplified (1 px tolerance) before they are joined
+OUTLINE_TOLERANCE_PX = 1.0  # outlines are simplified (Douglas-Peucker) within a pixel: far fewer points
 
 
 def yolo_polygon(mask: np.ndarray) -> list[int]:
@@ -80,12 +80,13 @@ def yolo_polygon(mask: np.ndarray) -> list[int]:
     YOLO-seg has one polygon per object: several parts and holes are joined into one outline by zero-width
     bridges between the closest points of consecutive contours, walked there and back (what Ultralytics'
     COCO converter does, `merge_multi_segment`). A mask of one or two pixels becomes their pixel squares' box.
+    Outlines are simplified within OUTLINE_TOLERANCE_PX (bench/RESULTS.md, dataset export).
     """
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     segments = []
     for c in contours:
-        if len(c) > MAX_CONTOUR_POINTS:
-            c = cv2.approxPolyDP(c, 1.0, True)
+        if len(c) > 4:
+            c = cv2.approxPolyDP(c, OUTLINE_TOLERANCE_PX, True)
         segments.append(c.reshape(-1, 2).astype(np.int64))
     if not segments:
         return []
