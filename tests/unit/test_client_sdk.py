@@ -133,14 +133,15 @@ def test_cancel_of_a_job_that_had_ended_raises_not_cancelable(scripted):
     assert [m for m, *_ in server.seen] == ["POST", "POST", "GET"]
 
 
-@pytest.mark.parametrize("mask_score", [0.875, None])
-def test_objects_are_read_as_the_worker_writes_them(mask_score):
+@pytest.mark.parametrize("mask_score,stability", [(0.875, None), (None, None), (None, 0.9)])
+def test_objects_are_read_as_the_worker_writes_them(mask_score, stability):
     mask = np.zeros((8, 8), dtype=bool)
     mask[2:5, 1:4] = True
-    shown = summary(Object("boy", 0.5, mask, [1.0, 2.0, 4.0, 5.0], mask_score=mask_score))
-    assert {f.name for f in dataclasses.fields(samq_client.SegmentObject)} == {*shown, "mask_score"}
+    shown = summary(Object("boy", 0.5, mask, [1.0, 2.0, 4.0, 5.0], mask_score=mask_score, stability_score=stability))
+    fields = {f.name for f in dataclasses.fields(samq_client.SegmentObject)}
+    assert fields == {*shown, "mask_score", "stability_score"}
     job = samq_client.Job.from_dict({"id": "j1", "status": "succeeded", "objects": [shown]})
-    assert job.objects == [samq_client.SegmentObject("boy", 0.5, [1.0, 2.0, 4.0, 5.0], 9, mask_score)]
+    assert job.objects == [samq_client.SegmentObject("boy", 0.5, [1.0, 2.0, 4.0, 5.0], 9, mask_score, stability)]
 
 
 def test_the_package_ships_py_typed():
