@@ -32,6 +32,7 @@ class ImageInfo:
     content_type: str
     width: int  # as displayed, EXIF orientation applied
     height: int
+    orientation: int = 1  # the EXIF orientation tag (1: stored upright)
 
 
 def decode_base64_field(value: str, max_bytes: int, field: str = "image") -> bytes:
@@ -85,9 +86,10 @@ def peek_image(data: bytes, max_bytes: int, max_pixels: int) -> ImageInfo:
     """Format and displayed size from the header alone (no pixel decoding): the worker decodes it anyway."""
     img = _open(data, max_bytes, max_pixels)
     width, height = img.size
-    if _orientation(img) in (5, 6, 7, 8):
+    orientation = _orientation(img)
+    if orientation in (5, 6, 7, 8):
         width, height = height, width
-    return ImageInfo(img.format, SUPPORTED_FORMATS[img.format], width, height)
+    return ImageInfo(img.format, SUPPORTED_FORMATS[img.format], width, height, orientation)
 
 
 def inspect_image(data: bytes, max_bytes: int, max_pixels: int) -> ImageInfo:

@@ -115,11 +115,11 @@ def segment(embedder: Embedder, dino: Detector, picture: Picture, params: dict[s
 
 def render_outputs(picture: Picture, objects: list[Object], params: dict[str, Any],
                    consume: bool = False) -> dict[str, tuple[bytes, str]]:
-    """Every requested output, encoded (`picture.full` is there whenever an output needs the photo's pixels).
+    """Every requested output, encoded (`picture.full_pixels` is there whenever an output needs them).
 
     `consume`: the caller is done with the picture, so the overlay may be drawn on the photo itself (no copy).
     """
-    image, size = picture.full, picture.size
+    image, size = picture.full_pixels, picture.size
     masks = [o.mask for o in objects]
     files: dict[str, tuple[bytes, str]] = {}
     wanted = params.get("outputs", ["overlay_jpeg"])

@@ -87,9 +87,11 @@ def test_text_prompt_several_phrases(models, astronaut):
 def test_thresholds_can_find_nothing(models, astronaut):
     outcome = _run(models, astronaut, prompt="boy", box_threshold=1.0)
     assert outcome.objects == [] and outcome.found == 0
-    reference = Image.open(io.BytesIO(jpeg_bytes(astronaut, quality=90)))
-    assert np.abs(np.asarray(_decode(outcome.files, "overlay_jpeg"), float)
-                  - np.asarray(reference, float)).mean() < 0.5  # the picture itself
+    # The picture itself: as close to its pixels as Pillow's own q90 JPEG of it (the encoders differ in rounding).
+    source = np.asarray(astronaut, float)
+    pillows = np.abs(np.asarray(Image.open(io.BytesIO(jpeg_bytes(astronaut, quality=90))), float) - source).mean()
+    ours = np.abs(np.asarray(_decode(outcome.files, "overlay_jpeg"), float) - source).mean()
+    assert ours <= 1.05 * pillows < 3
     assert json.loads(outcome.files["json"][0])["objects"] == []
 
 
