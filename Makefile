@@ -24,9 +24,10 @@ run: setup
 
 test: setup
 	bash tests/ensure_redis.sh
-	$(PY) -m pytest tests -p no:cacheprovider -m "not slow"
+	$(PY) -m pytest tests -p no:cacheprovider -m "not slow" --durations=20
 
 test-unit: setup
+	bash tests/ensure_redis.sh
 	$(PY) -m pytest tests/unit
 
 test-integration: setup
