@@ -73,6 +73,8 @@ JOB = {"type": "object", "properties": {
     "priority": {"enum": ["high", "normal", "low"]}, "batch_id": {"type": ["string", "null"]},
     "cancel_requested": {"type": "boolean"},
     "worker": {"type": ["string", "null"], "description": "hostname of the worker running it (its last once ended)"},
+    "model": {"type": ["string", "null"], "description": "the model preset, e.g. large (SAM 2.1 + Grounding DINO) "
+                                                         "or sam3"},
     "timings": {"type": ["object", "null"], "properties": {
         name: {"type": "number"} for name in ("queue_ms", "fetch_ms", "detect_ms", "encode_ms", "decode_ms",
                                               "render_ms", "upload_ms", "total_ms")}},

@@ -22,6 +22,7 @@ from shared.fetch import check_url
 from shared.images import decode_base64_field, peek_image
 from shared.jobs import Accepted, Idempotency, Limits, NewJob, new_id
 from shared.keys import ApiKey
+from shared.models import check_prompts
 from shared.queue import enqueue_segments
 from shared.schemas import JobRequest, SegmentRequest, check_inside, parse_body
 
@@ -47,6 +48,7 @@ def prepare(svc: Services, key: ApiKey, req: SegmentRequest, mode: str, batch_id
     else:
         req.check(s.max_points, s.max_boxes, s.max_objects)
     params = req.params()
+    check_prompts(params, s.models)  # exemplars need a SAM 3 preset, everything a SAM 2 one
     job_id = new_id()
     if batch_id is None:  # the request's log lines name its job (the app unbinds at the end of the request)
         logs.bind(job_id=job_id)
@@ -72,7 +74,7 @@ def prepare(svc: Services, key: ApiKey, req: SegmentRequest, mode: str, batch_id
         params["everything"].setdefault("max_objects", s.everything_max_objects)
     cost = s.cost_everything if "everything" in params else s.cost_per_job
     job = NewJob(id=job_id, key_id=key.key_id, mode=mode, params=params, cost=cost,
-                 queue=names.PRIORITY_QUEUES[priority], priority=priority, batch_id=batch_id, **extra)
+                 queue=names.PRIORITY_QUEUES[priority], priority=priority, batch_id=batch_id, model=s.models, **extra)
     return Prepared(job, data)
 
 

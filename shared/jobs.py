@@ -369,6 +369,7 @@ class NewJob:
     metadata: dict[str, Any] | None = None
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
+    model: str | None = None  # the model preset (SAMQ_MODELS) the job is for; the worker records the one it ran
 
     def record(self) -> dict[str, str]:
         """The Redis hash fields of the new job (its params are stored beside it)."""

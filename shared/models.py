@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 from tqdm import tqdm
+
+from shared.errors import InvalidRequest
 
 SAM_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
 HF = "https://huggingface.co"
@@ -58,6 +61,9 @@ class Preset:
     random: bool = False  # built locally with random weights; masks mean nothing
     sam_overrides: tuple[str, ...] = field(default=())
     dino_arch: str = "tiny"  # for random presets: "test" (0.45M params), "tiny" (Swin-T) or "base" (Swin-B)
+    engine: str = "sam2"  # "sam2" (SAM 2 + Grounding DINO) or "sam3" (one SAM 3 folder: concept + tracker heads)
+    sam3_dir: str = ""  # SAM 3 presets: the Hugging Face-format folder, relative to the model folder
+    sam3_arch: str = "real"  # random SAM 3 presets: "test" (tiny, for tests) or "real" (the real architecture)
 
 
 _SAM = {  # preset name: (config, file, sha256, size), pins from the official download script's files
@@ -92,12 +98,41 @@ _DINO = {  # detector: (revision, {file: (sha256, size)})
     }),
 }
 
-PRESET_NAMES = (*_SAM, "tiny-random", *(f"random-{name}" for name in _SAM))
+# SAM 3 (facebook/sam3, gated: a Hugging Face token of an account that accepted the SAM License). Its pins
+# (revision, SHA-256 and size of each file) are recorded here from the first authorised download; until they are,
+# `make models PRESET=sam3` refuses to fetch unverified weights and says so (SAM3_UNPINNED).
+SAM3_REPO = "facebook/sam3"
+SAM3_REVISION: str | None = None
+_SAM3_FILES: dict[str, tuple[str, int]] = {}  # file: (sha256, size), once recorded
+SAM3_UNPINNED = (
+    "the sam3 preset's pins (revision, SHA-256 and size of each file of facebook/sam3) are not recorded in "
+    "shared/models.py yet: samq does not download unverified weights. Record them from an authorised download "
+    "(HF_TOKEN of an account that accepted the SAM License at https://huggingface.co/facebook/sam3)"
+)
+SAM3_PRESETS = ("sam3", "tiny-random-sam3", "random-sam3")
+PRESET_NAMES = (*_SAM, "tiny-random", *(f"random-{name}" for name in _SAM), *SAM3_PRESETS)
 DETECTORS = tuple(_DINO)
+
+
+def engine_of(name: str) -> str:
+    """The engine a preset name runs ("sam2" or "sam3"), without building the preset (the gateway's view)."""
+    return "sam3" if name in SAM3_PRESETS else "sam2"
+
+
+def _sam3_preset(name: str) -> Preset:
+    if name == "tiny-random-sam3":
+        return Preset(name, "", "", "", random=True, engine="sam3", sam3_dir="tiny-random-sam3", sam3_arch="test")
+    if name == "random-sam3":  # the real architecture (about 0.85B parameters), random weights: benchmarks
+        return Preset(name, "", "", "", random=True, engine="sam3", sam3_dir="random-sam3", sam3_arch="real")
+    repo = f"{HF}/{SAM3_REPO}/resolve/{SAM3_REVISION}"
+    files = tuple(FileSpec(f"sam3/{f}", f"{repo}/{f}", sha, size) for f, (sha, size) in sorted(_SAM3_FILES.items()))
+    return Preset(name, "", "", "", files, engine="sam3", sam3_dir="sam3")
 
 
 def get_preset(name: str, detector: str = "tiny") -> Preset:
     """The preset for `SAMQ_MODELS` (and `SAMQ_DETECTOR`); ValueError names the choices."""
+    if name in SAM3_PRESETS:
+        return _sam3_preset(name)
     if name == "tiny-random":
         return Preset(
             name=name, sam_config="configs/sam2.1/sam2.1_hiera_t.yaml", sam_checkpoint="tiny-random/sam2.pt",
@@ -123,6 +158,8 @@ def get_preset(name: str, detector: str = "tiny") -> Preset:
 
 def missing_files(preset: Preset, model_dir: Path) -> list[Path]:
     """Files of a downloadable preset that are absent or have the wrong size."""
+    if preset.engine == "sam3" and not preset.random and not preset.files:  # pins not recorded yet
+        return [model_dir / preset.sam3_dir / "model.safetensors"]
     missing = []
     for spec in preset.files:
         path = model_dir / spec.path
@@ -142,6 +179,8 @@ def sha256_of(path: Path) -> str:
 
 def download(preset: Preset, model_dir: Path, timeout_s: float = 30.0) -> None:
     """Fetch every missing file of a preset, verify its checksum, then move it into place."""
+    if preset.engine == "sam3" and not preset.random and not preset.files:
+        raise ValueError(SAM3_UNPINNED)
     for spec in preset.files:
         target = model_dir / spec.path
         if not target.is_file() or target.stat().st_size != spec.size:
@@ -152,7 +191,13 @@ def _download_one(spec: FileSpec, target: Path, timeout_s: float) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     digest = hashlib.sha256()
-    with requests.get(spec.url, stream=True, timeout=timeout_s) as resp:
+    token = os.environ.get("HF_TOKEN") if spec.url.startswith(HF) else None  # gated repositories (SAM 3)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with requests.get(spec.url, stream=True, timeout=timeout_s, headers=headers) as resp:
+        if resp.status_code in (401, 403) and spec.url.startswith(HF):
+            raise ValueError(f"{spec.url}: HTTP {resp.status_code}: the repository is gated; set HF_TOKEN to the token "
+                             "of a Hugging Face account that has accepted its licence"
+                             + ("" if token else " (HF_TOKEN is not set)"))
         resp.raise_for_status()
         with partial.open("wb") as fh, tqdm(total=spec.size, unit="B", unit_scale=True, desc=spec.path) as bar:
             for chunk in resp.iter_content(1 << 20):
@@ -167,6 +212,8 @@ def _download_one(spec: FileSpec, target: Path, timeout_s: float) -> None:
 
 def verify(preset: Preset, model_dir: Path) -> list[str]:
     """Full checksum check of a downloaded preset; returns one line per bad file."""
+    if preset.engine == "sam3" and not preset.random and not preset.files:
+        return [SAM3_UNPINNED]
     problems = []
     for spec in preset.files:
         path = model_dir / spec.path
@@ -175,3 +222,14 @@ def verify(preset: Preset, model_dir: Path) -> list[str]:
         elif sha256_of(path) != spec.sha256:
             problems.append(f"{path}: checksum mismatch (corrupt or partial download)")
     return problems
+
+
+def check_prompts(params: dict, preset_name: str) -> None:
+    """A job's prompt kinds against the engine of this deployment's preset (the gateway's check: no torch here)."""
+    if engine_of(preset_name) == "sam2" and (params.get("exemplars") or params.get("negative_exemplars")):
+        field = "exemplars" if params.get("exemplars") else "negative_exemplars"
+        raise InvalidRequest(f"'{field}' need a SAM 3 preset ({', '.join(SAM3_PRESETS)}); this service runs "
+                             f"{preset_name!r} (SAM 2 + Grounding DINO)")
+    if engine_of(preset_name) == "sam3" and params.get("everything") is not None:
+        sam2 = ", ".join(p for p in PRESET_NAMES if engine_of(p) == "sam2")
+        raise InvalidRequest(f"'everything' needs a SAM 2 preset ({sam2}); this service runs {preset_name!r} (SAM 3)")

@@ -264,7 +264,8 @@ class SegmentRequest(BaseModel):
 EVERYTHING_POINTS_PER_SIDE = (4, 64)  # bounds of points_per_side (SAMQ_EVERYTHING_MAX_POINTS_PER_SIDE may lower 64)
 EVERYTHING_POINTS_PER_BATCH = (1, 256)
 # Fields a segment-everything job cannot carry: it prompts SAM 2 with its own grid of points.
-EVERYTHING_CONFLICTS = ("prompt", "coordinates", "remove_coordinates", "point_labels", "boxes", "multimask",
+EVERYTHING_CONFLICTS = ("prompt", "exemplars", "negative_exemplars", "coordinates", "remove_coordinates",
+                        "point_labels", "boxes", "multimask",
                         "box_threshold", "text_threshold")
 
 
@@ -306,6 +307,8 @@ class JobRequest(SegmentRequest):
     prompt: Prompt | Phrases | None = None
     point_labels: list[int] | None = None
     boxes: Boxes = []
+    exemplars: Boxes = []  # SAM 3 presets: positive exemplar boxes of the concept (with or without a prompt)
+    negative_exemplars: Boxes = []
     multimask: Annotated[bool | Annotated[str, Field(max_length=BOOL_TEXT_MAX_CHARS)] | None,
                          BeforeValidator(parse_multimask)] = None
     box_threshold: float | None = Field(None, ge=0, le=1)
@@ -367,9 +370,11 @@ class JobRequest(SegmentRequest):
         if self.everything is not None:
             self.check_everything(max_points_per_side, max_everything)
             return
-        if self.prompt is None and not self.coordinates and not self.boxes:
+        if self.exemplars or self.negative_exemplars:
+            self.check_exemplars(max_boxes)
+        elif self.prompt is None and not self.coordinates and not self.boxes:
             raise InvalidRequest("give a 'prompt', 'coordinates' or 'boxes' (or 'everything': true)")
-        if self.prompt is None:
+        if self.prompt is None and not self.exemplars:
             if len(self.coordinates) + len(self.remove_coordinates) > max_points:
                 raise InvalidRequest(f"'coordinates' and 'remove_coordinates' allow at most {max_points} points")
             if len(self.boxes) > max_boxes:
@@ -380,6 +385,18 @@ class JobRequest(SegmentRequest):
                 raise InvalidRequest("'coordinates' can refine one box only; send several boxes without points")
         if self.max_objects is not None and self.max_objects > max_objects:
             raise InvalidRequest(f"'max_objects' allows at most {max_objects}")
+
+    def check_exemplars(self, max_boxes: int) -> None:
+        """Exemplar boxes prompt SAM 3's concept head: not with clicks or boxes (the tracker's prompts)."""
+        for name in ("coordinates", "remove_coordinates", "point_labels", "boxes", "multimask"):
+            value = getattr(self, name)
+            if value is not None and value != [] and name in self.model_fields_set:
+                raise InvalidRequest(f"'{name}' cannot be combined with 'exemplars' or 'negative_exemplars' (exemplars "
+                                     "find every instance of a concept; clicks and boxes segment one object each)")
+        if not self.exemplars and self.prompt is None:
+            raise InvalidRequest("'negative_exemplars' need a 'prompt' or positive 'exemplars'")
+        if len(self.exemplars) + len(self.negative_exemplars) > max_boxes:
+            raise InvalidRequest(f"'exemplars' and 'negative_exemplars' allow at most {max_boxes} boxes")
 
     def check_everything(self, max_points_per_side: int, max_objects: int) -> None:
         """A segment-everything job: no prompt of its own, options within this deployment's bounds."""
@@ -415,8 +432,12 @@ class JobRequest(SegmentRequest):
             if options["max_objects"] is None:  # the top-level field applies when the options do not say
                 options["max_objects"] = self.max_objects
             params["everything"] = {k: v for k, v in options.items() if v is not None}
-        elif self.prompt is not None:
-            params["prompt"] = self.prompt
+        elif self.prompt is not None or self.exemplars:
+            if self.prompt is not None:
+                params["prompt"] = self.prompt
+            if self.exemplars or self.negative_exemplars:
+                params["exemplars"] = [list(b) for b in self.exemplars]
+                params["negative_exemplars"] = [list(b) for b in self.negative_exemplars]
             for name in ("box_threshold", "text_threshold", "max_objects"):
                 if getattr(self, name) is not None:
                     params[name] = getattr(self, name)
@@ -447,9 +468,10 @@ def check_inside(params: dict[str, Any], width: int, height: int) -> None:
         if not (x < width and y < height):
             field = "coordinates" if label == 1 else "remove_coordinates"
             raise InvalidRequest(f"'{field}' point [{x:g}, {y:g}] is outside the {width}x{height} image")
-    for box in params.get("boxes", []):
-        if box[2] > width or box[3] > height:
-            raise InvalidRequest(f"'boxes' box {[round(v, 1) for v in box]} is outside the {width}x{height} image")
+    for name in ("boxes", "exemplars", "negative_exemplars"):
+        for box in params.get(name, []):
+            if box[2] > width or box[3] > height:
+                raise InvalidRequest(f"'{name}' box {[round(v, 1) for v in box]} is outside the {width}x{height} image")
 
 
 def parse_body(model: type[BaseModel], body: Any, prefix: str = "") -> Any:

@@ -37,6 +37,7 @@ def job_view(job: dict[str, Any], storage: Storage, base_url: str, expires_s: in
         "attempts": job.get("attempts", 0),
         "cancel_requested": job.get("cancel_requested") == "1",
         "worker": job.get("worker"),  # who runs it (under a lease), or ran it last
+        "model": job.get("model"),  # the model preset (e.g. "large", "sam3")
         "error": error,
         "objects": job.get("objects", []),
         "objects_found": int(job["objects_found"]) if "objects_found" in job else None,

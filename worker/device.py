@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker import pipeline
+from worker import pipeline, sam3_pipeline
 from worker.inputs import Picture
 from worker.metrics import DEVICE_SECONDS, Timings, timing
 from worker.models.dino import Detection
@@ -58,10 +58,12 @@ class _Request:
 class Device:
     """Owns the models; `segment` may be called from any thread."""
 
-    def __init__(self, models: Callable[[], Models], limits: pipeline.Thresholds, max_batch: int) -> None:
+    def __init__(self, models: Callable[[], Models], limits: pipeline.Thresholds, max_batch: int,
+                 answer_timeout_s: float | None = None) -> None:
         self._models = models
         self.limits = limits
         self.max_batch = max_batch
+        self.answer_timeout_s = answer_timeout_s  # a task never waits forever on a device that stopped answering
         self._waiting: list[_Request] = []
         self._arrivals = itertools.count()
         self._ready = threading.Condition()
@@ -86,7 +88,7 @@ class Device:
         with self._ready:
             heapq.heappush(self._waiting, request)
             self._ready.notify()
-        return request.answer.result()
+        return request.answer.result(timeout=self.answer_timeout_s)  # TimeoutError: a server fault, retried
 
     def _serve(self) -> None:
         while True:
@@ -108,16 +110,20 @@ class Device:
     def _run(self, batch: list[_Request]) -> None:
         models = self._models()
         for request in batch:  # text prompts first find their boxes: a prompt that finds nothing needs no encoder
-            if request.params.get("prompt"):
+            if request.params.get("prompt") and models.sam3 is None:  # SAM 3 finds its instances itself
                 self._step(request, lambda r: setattr(r, "found", pipeline.detect_objects(
                     models.dino, r.picture, r.params, self.limits)))
         pending = [r for r in batch if not r.answer.done()]
         if len(pending) > 1:
-            self._encode_together([r for r in pending if pipeline.needs_embedding(r.params, r.found)], models)
+            self._encode_together([r for r in pending if models.sam3 is not None
+                                   or pipeline.needs_embedding(r.params, r.found)], models)
         for request in pending:
             self._step(request, lambda r: r.answer.set_result(self._segment(r, models)))
 
     def _segment(self, request: _Request, models: Models) -> Segmented:
+        if models.sam3 is not None:  # the SAM 3 engine (worker/sam3_pipeline.py)
+            objects, hit = sam3_pipeline.segment(models.sam3, request.picture, request.params, self.limits)
+            return Segmented(objects, hit and request.batch is None, request.batch)
         objects, hit = pipeline.segment(models.embedder, models.dino, request.picture, request.params, self.limits,
                                         request.found)
         return Segmented(objects, hit and request.batch is None, request.batch)

@@ -129,6 +129,7 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
         code = store.end(
             job, JobStatus.SUCCEEDED, run, objects=[summary(o) for o in outcome.objects], objects_found=outcome.found,
             outputs=outputs, embedding="cached" if outcome.cache_hit else "computed", batch=batch,
+            model=rt.models().preset.name,
             timings=timings.as_record(),
         )
         if code == Finish.LOST:  # claimed while uploading: the job is another run's now (same names, same content)

@@ -14,6 +14,8 @@ def test_every_real_preset_pins_its_files():
             assert not preset.files  # built locally, nothing to download
             assert bool(preset.sam_overrides) == (name == "tiny-random")  # random-<size> keeps the real shape
             continue
+        if preset.engine == "sam3":  # one Hugging Face folder (tests/unit/test_sam3_presets.py)
+            continue
         assert preset.sam_checkpoint in {f.path for f in preset.files}
         assert f"{preset.dino_dir}/model.safetensors" in {f.path for f in preset.files}
         for spec in preset.files:

@@ -18,6 +18,7 @@ from shared.settings import Settings
 from worker.embedding import Embedder, EmbeddingCache
 from worker.models.dino import Detector, build_random_dino, load_dino
 from worker.models.sam import build_random_sam, load_sam
+from worker.models.sam3 import Sam3Engine, build_random_sam3, load_sam3
 
 log = logging.getLogger(__name__)
 RANDOM_WARNING = (
@@ -33,9 +34,10 @@ class Models:
     preset: Preset
     device: str
     dtype: torch.dtype
-    sam: SAM2ImagePredictor
-    dino: Detector
-    embedder: Embedder
+    sam: SAM2ImagePredictor | None  # None under a SAM 3 preset
+    dino: Detector | None
+    embedder: Embedder | Sam3Engine  # the image encoder with its cache (a SAM 3 preset: the engine itself)
+    sam3: Sam3Engine | None = None  # the SAM 3 engine (worker/models/sam3.py), under a SAM 3 preset
 
 
 def resolve_device(setting: str) -> str:
@@ -67,6 +69,10 @@ def precision(device: str, dtype: torch.dtype) -> Callable[[], AbstractContextMa
 
 def ensure_random_weights(preset: Preset, settings: Settings) -> None:
     """Build a random preset's checkpoints into the model folder if they are not there yet."""
+    if preset.engine == "sam3":
+        if not (settings.model_dir / preset.sam3_dir / "config.json").is_file():
+            build_random_sam3(settings.model_dir / preset.sam3_dir, preset.sam3_arch)
+        return
     ckpt = settings.model_dir / preset.sam_checkpoint
     if not ckpt.is_file():
         build_random_sam(preset.sam_config, ckpt, preset.sam_overrides)
@@ -82,9 +88,19 @@ def load_models(settings: Settings) -> Models:
         ensure_random_weights(preset, settings)
     elif missing := missing_files(preset, settings.model_dir):
         raise ModelsMissing("missing or incomplete model files: " + ", ".join(map(str, missing))
-                            + "; run `make models`")
+                            + ("; run `make models PRESET=sam3` with HF_TOKEN (facebook/sam3 is gated: accept the SAM "
+                               "License on Hugging Face first)" if preset.engine == "sam3" else "; run `make models`"))
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
+    if preset.engine == "sam3":
+        engine = load_sam3(settings.model_dir / preset.sam3_dir, device,
+                           EmbeddingCache(settings.embed_cache_mb * 1024 * 1024))
+        engine.precision = precision(device, dtype)
+        if settings.compile:  # the ViT backbone: the encode stage
+            backbone = engine.model.vision_encoder.backbone
+            engine.model.vision_encoder.backbone = torch.compile(backbone, mode="max-autotune", dynamic=False)
+        log.info("models loaded: preset %s (SAM 3) on %s (%s)", preset.name, device, str(dtype).removeprefix("torch."))
+        return Models(preset, device, dtype, None, None, engine, engine)
     sam = load_sam(preset.sam_config, settings.model_dir / preset.sam_checkpoint, device, preset.sam_overrides)
     if settings.compile:
         sam.model.image_encoder = torch.compile(sam.model.image_encoder, mode="max-autotune", dynamic=False)
