@@ -109,9 +109,14 @@ def decode_pixels(data: bytes, max_bytes: int, max_pixels: int, min_side: int = 
         except ValueError:
             colours = None
         if colours in _TURBO_COLOURS:
+            # Reduce by 1/2, 1/4 or 1/8 only (as Pillow's draft mode), and only while both sides stay >= min_side.
+            factor = min(info.width, info.height) // min_side if min_side else 1
+            scale = 8 if factor >= 8 else 4 if factor >= 4 else 2 if factor >= 2 else 1
+            stored = (info.height, info.width) if info.orientation in (5, 6, 7, 8) else (info.width, info.height)
             try:
-                pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=min_side, min_height=min_side) \
-                    if min_side else simplejpeg.decode_jpeg(data, colorspace="RGB")
+                pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=-(-stored[0] // scale),
+                                                min_height=-(-stored[1] // scale)) if scale > 1 else \
+                    simplejpeg.decode_jpeg(data, colorspace="RGB")
             except ValueError:  # truncated or damaged: Pillow's decoder says what is wrong, below
                 pixels = None
             if pixels is not None:

@@ -57,13 +57,17 @@ def test_limits_and_damage_are_the_client_errors_they_always_were():
         decode_pixels(data[: len(data) // 2], BIG, BIG)  # truncated: Pillow names the problem
 
 
+def test_jpeg_under_twice_the_model_side_is_decoded_whole_even_for_masks():
+    data = jpeg_bytes(Image.open(ROCKET_JPG).resize((2255, 1500)))
+    assert decode(data, BIG, BIG, ["json"]).pixels.shape[:2] == (1500, 2255)
+
+
 def test_large_jpeg_is_decoded_small_only_when_no_output_shows_its_pixels():
     photo = Image.open(ROCKET_JPG).resize((4032, 3024))
     data = _with_orientation(photo, 6)  # stored landscape, shown portrait
     masks_only = decode(data, BIG, BIG, ["json", "mask_png"])
     assert masks_only.size == (3024, 4032) and masks_only.full_pixels is None
-    assert MODEL_SIDE <= min(masks_only.pixels.shape[:2]) < 2 * MODEL_SIDE  # DCT-scaled, still >= 1024
-    assert masks_only.pixels.shape[0] > masks_only.pixels.shape[1]  # upright
+    assert masks_only.pixels.shape[:2] == (2016, 1512)  # decoded at 1/2 (as Pillow's draft), upright, >= 1024
     overlay = decode(data, BIG, BIG, ["overlay_jpeg"])
     assert overlay.full_pixels.shape == (4032, 3024, 3) and overlay.size == (3024, 4032)
     assert min(overlay.pixels.shape[:2]) >= MODEL_SIDE and overlay.pixels.shape[0] == 4032 // 2
