@@ -148,3 +148,13 @@ def test_one_jobs_error_is_its_own(models):
     assert answers["good"].objects[0].mask.any() and answers["first"].objects[0].mask.any()
     # The device thread lives on: the next job is answered.
     assert device.segment(pictures[0], CLICK).objects[0].mask.any()
+
+
+def test_a_task_stops_waiting_for_a_device_that_does_not_answer(models):
+    gated = Gated(_fresh(models))  # held until released: a device stuck in a call
+    device = Device(gated, LIMITS, max_batch=1, answer_timeout_s=0.5)
+    started = time.perf_counter()
+    with pytest.raises(TimeoutError):
+        device.segment(_photos(1)[0], CLICK)
+    assert 0.5 <= time.perf_counter() - started < 5  # the task fails (and is retried) instead of hanging
+    gated.gate.set()
