@@ -112,9 +112,15 @@ def test_a_killed_workers_job_is_taken_over_by_the_other_within_30_s(two_workers
             stack.start_worker(victim)  # two workers again for the next trial
     assert stack.balance(key) == 1  # each job charged exactly once
     check_ledger(stack.redis, {key: trials + 1})
+    print(f"\nfigure: lease takeover, SIGKILL the worker holding the job (2 workers, no supervisor): "
+          f"{trials}/{trials} succeeded on the other worker, attempts 2, charged once; kill->succeeded s "
+          f"p50 {statistics.median(recovery):.1f} max {max(recovery):.1f} (lease {lease_s:g} s, heartbeat "
+          f"{stack.settings.worker_heartbeat_s:g} s); each: {' '.join(f'{r:.1f}' for r in recovery)}")
 
-    # The killed workers' messages come back (the visibility timeout, made immediate): START skips every one.
-    assert _restore_unacked(stack) == trials
+    # The killed workers' messages come back: those older than the visibility timeout already have (the live
+    # workers' periodic restore), the others are restored now. START skips every one.
+    restored = _restore_unacked(stack)
+    assert restored <= trials
     wait_until(lambda: not stack.redis.hlen("unacked") and not any(stack.redis.llen(q) for q in names.INFER_QUEUES),
                60, "the restored messages to be consumed", interval_s=0.2)
     time.sleep(2)
@@ -124,7 +130,5 @@ def test_a_killed_workers_job_is_taken_over_by_the_other_within_30_s(two_workers
             "succeeded", 2, final["worker"], final["finished_at"]), again
     assert stack.balance(key) == 1
     check_ledger(stack.redis, {key: trials + 1})
-    print(f"\nfigure: lease takeover, SIGKILL the worker holding the job (2 workers, no supervisor): "
-          f"{trials}/{trials} succeeded on the other worker, attempts 2, charged once, {trials} stale messages "
-          f"skipped; kill->succeeded s p50 {statistics.median(recovery):.1f} max {max(recovery):.1f} "
-          f"(lease {lease_s:g} s, heartbeat {stack.settings.worker_heartbeat_s:g} s)")
+    print(f"figure: {trials} stale messages skipped ({trials - restored} restored by the visibility timeout during "
+          f"the run, {restored} at the end); every job unchanged, charged once")
