@@ -158,3 +158,4 @@ def test_a_task_stops_waiting_for_a_device_that_does_not_answer(models):
         device.segment(_photos(1)[0], CLICK)
     assert 0.5 <= time.perf_counter() - started < 5  # the task fails (and is retried) instead of hanging
     gated.gate.set()
+    assert device.segment(_photos(1)[0], CLICK).objects  # the device answers again once it is free
