@@ -90,7 +90,7 @@ def test_empty_masks_draw_nothing(photo):
 
 
 def test_jpeg_from_an_array_is_as_faithful_as_pillows(photo):
-    """libjpeg-turbo from the array, 4:2:0 at q90 as Pillow: no further from the pixels than Pillow's JPEG, no bigger."""
+    """libjpeg-turbo from the array, 4:2:0 at q90 as Pillow: as close to the pixels as Pillow's JPEG, no bigger."""
     smooth = np.asarray(Image.fromarray(photo).resize((640, 480), Image.BILINEAR))
     ours, pillows = render.to_jpeg(smooth), render.to_jpeg(Image.fromarray(smooth))
 
