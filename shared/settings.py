@@ -43,7 +43,8 @@ class Settings(BaseSettings):
     )
 
     # Models
-    models: str = Field("large", description="model preset: tiny, small, base-plus, large, tiny-random")
+    models: str = Field("large", description="model preset: tiny, small, base-plus, large, tiny-random, "
+                                                 "sam3, tiny-random-sam3")
     detector: str = Field("tiny", description="Grounding DINO size: tiny or base")
     model_dir: Path = Field(Path("models"), description="folder holding checkpoints")
     device: str = Field("auto", description="auto, cuda or cpu")
