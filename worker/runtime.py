@@ -59,10 +59,12 @@ class Runtime:
         with self._held_lock:
             self._held[job_id] = run
 
-    def release(self, job_id: str) -> None:
-        """The run has ended (FINISH, failure, retry): stop renewing its lease."""
+    def release(self, job_id: str, run: int) -> None:
+        """The run has ended (FINISH, failure, retry) or lost its lease: stop renewing it. Another run of the same
+        job that this process took since (its lease was claimed, and the job came back here) stays held."""
         with self._held_lock:
-            self._held.pop(job_id, None)
+            if self._held.get(job_id) == run:
+                del self._held[job_id]
 
     def held(self) -> dict[str, int]:
         """A copy of the runs this process carries."""
@@ -114,9 +116,11 @@ class Runtime:
         unsent ones. Only Redis and broker calls: the thread must never wait on storage or the device."""
         began = time.monotonic()
         workers.announce(self.redis, hostname)
-        for job_id in self.jobs.renew(self.held()):
+        held = self.held()
+        for job_id in self.jobs.renew(held):
             log.warning("job %s: this worker's lease was claimed by another worker; its result will be dropped",
                         job_id)
+            self.release(job_id, held[job_id])
         # A worker that was itself cut off from Redis (its previous beat failed or came late) judges nobody's
         # lease this time: the others may not have renewed theirs yet either.
         prompt = began - self._beat_ok_at <= 2 * self.settings.worker_heartbeat_s

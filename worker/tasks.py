@@ -89,7 +89,7 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
             try:
                 return run_attempt(task, job, start.attempt, start.run)
             finally:
-                rt.release(job_id)
+                rt.release(job_id, start.run)
         if start.verdict is Verdict.CANCEL:  # asked while it ran before, or its key was disabled: refunded
             store.finish(job, JobStatus.CANCELED)
             return "canceled"

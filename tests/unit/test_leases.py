@@ -245,3 +245,37 @@ def test_ledger_holds_over_any_sequence_of_deaths_claims_and_stale_messages(rcli
         assert rclient.exists(names.hold(r["id"])) == (not JobStatus(r["status"]).terminal)
         if JobStatus(r["status"]).terminal:
             assert rclient.zscore(names.LEASES, r["id"]) is None
+
+
+def test_the_heartbeat_renews_what_its_worker_holds_and_another_worker_claims_what_lapsed(redis_url, tmp_path):
+    """Two worker runtimes on one Redis, their heartbeats driven by hand: a renewal in one call per beat, a claim
+    by the other worker once the lease lapsed (re-published to the job's queue), the lost run dropped."""
+    from shared.queue import make_celery
+    from shared.settings import Settings
+    from worker.runtime import Runtime
+
+    settings = Settings(redis_url=redis_url, storage_url=f"file://{tmp_path}", worker_heartbeat_s=1, lease_s=5)
+    a, b = (Runtime(settings, make_celery(settings)) for _ in range(2))
+    rclient = a.redis
+    _, record, start = started(a.jobs, rclient, worker="a@h")
+    a.hold(record["id"], start.run)
+    for rt, name in ((a, "a@h"), (b, "b@h")):
+        rt.beat_once(name)
+    first = rclient.zscore(names.LEASES, record["id"])
+    time.sleep(0.05)
+    a.beat_once("a@h")
+    assert rclient.zscore(names.LEASES, record["id"]) > first  # renewed
+    b.beat_once("b@h")
+    assert store_status(a, record["id"]) == "running"  # a live lease: nobody claims it
+    lapse(rclient, record["id"])  # a stalled (its heartbeat stopped for a lease)
+    assert b.beat_once("b@h") is None and store_status(b, record["id"]) == "queued"
+    assert rclient.llen(names.QUEUE_NORMAL) == 1 and rclient.zscore(names.UNSENT, record["id"]) is None  # sent
+    a.beat_once("a@h")  # a learns it lost the run: it stops renewing it
+    assert a.held() == {}
+    b.hold(record["id"], 7)
+    b.release(record["id"], start.run)  # the end of another run of the job leaves this one held
+    assert b.held() == {record["id"]: 7}
+
+
+def store_status(rt, job_id: str) -> str:
+    return rt.jobs.get(job_id)["status"]
