@@ -2,11 +2,12 @@
 
 Run: `python bench/pipelined.py [--only w1,w2] [--jobs 30] [--baseline REV] [--redis-url redis://127.0.0.1:6379]`
 
-W1 (in-process, one thread): CPU time per job outside the models (decode the stored input, render, encode,
-    upload to local storage) at 1920x1080 and 4032x3024, for `overlay_jpeg` and `json`, with two objects
-    covering about a fifth of the photo each. Beside it, in the same run: the codec floor (Pillow decoding
-    the photo plus a q90 JPEG encode of its size, which every overlay answer pays) and the code before
-    the pipelined worker (full decode, the float32 whole-image blend).
+W1 (in-process, one thread): CPU time per job outside the models (decode the stored input, hash it for the
+    embedding cache, render, encode, the masks every job keeps for dataset exports, upload to local storage)
+    at 1920x1080 and 4032x3024, for `overlay_jpeg` and `json`, with two objects covering about a fifth of the
+    photo each. Beside it, in the same run: the codec floor (Pillow decoding the photo plus a q90 JPEG encode
+    of its size, which every overlay answer pays) and the code before the pipelined worker (full decode, the
+    float32 whole-image blend).
 W2/W3 (real processes): one worker under OMP_NUM_THREADS=1, tiny-random models, `--jobs` distinct
     photo-like JPEGs queued before it starts (one click each, `overlay_jpeg`). Busy fraction = the sum
     over jobs of their model stages (detect + encode + decode, from each job's `timings`) divided by the
@@ -81,12 +82,14 @@ def w1_size(size: tuple[int, int], rounds: int, storage) -> dict:
     from shared.images import load_rgb
     from worker import export, pipeline, render
     from worker.inputs import decode
-    from worker.tasks import result_key
+    from worker.tasks import masks_key, result_key
 
     limit = 1 << 30
     data = photo_jpeg(size, 0)
     masks = two_masks(size)
-    objects = [pipeline.Object("points", 0.9, m, None) for m in masks]
+
+    def fresh() -> list:  # new objects per call: each caches its RLE and area once, as a job's do
+        return [pipeline.Object("points", 0.9, m, None) for m in masks]
 
     def floor() -> None:
         render.to_jpeg(load_rgb(data, limit, limit))
@@ -101,14 +104,15 @@ def w1_size(size: tuple[int, int], rounds: int, storage) -> dict:
                 out[render.contour(mask)] = colour
             body = render.to_jpeg(Image.fromarray(out.round().astype(np.uint8)))
         else:
-            body = export.objects_json(image.size, objects, False)
+            body = export.objects_json(image.size, fresh(), False)
         storage.put(result_key("w1-before", output), body, "application/octet-stream")
 
     def now(output: str) -> None:
-        picture = decode(data, limit, limit, [output])
+        picture, objects = decode(data, limit, limit, [output]), fresh()
         picture.key  # noqa: B018 - the task thread hashes the pixels for the embedding cache
         files = pipeline.render_outputs(picture, objects, {"outputs": [output]}, consume=True)
         storage.put(result_key("w1-now", output), files[output][0], files[output][1])
+        storage.put(masks_key("w1-now"), export.kept_masks(picture.size, objects), "application/json")
 
     paths = {"floor": floor}
     for output in ("overlay_jpeg", "json"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,16 @@ class Object:
     box: list[float] | None = None  # the prompt box (text/box prompts) or the mask's bounds
     mask_score: float | None = None
     stability_score: float | None = None  # segment everything: the mask's stability under threshold changes
+
+    @cached_property
+    def area(self) -> int:
+        """Pixels in the mask."""
+        return export.area(self.mask)
+
+    @cached_property
+    def rle(self) -> dict[str, Any]:
+        """The mask as COCO RLE, computed once for the json output and the masks every job keeps."""
+        return export.rle(self.mask)
 
 
 @dataclass

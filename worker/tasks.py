@@ -59,7 +59,7 @@ def store_outputs(rt: Runtime, job_id: str, outcome: pipeline.Outcome) -> dict:
 
 def summary(obj: pipeline.Object) -> dict:
     """An object as shown on the job (the masks themselves are in the outputs)."""
-    out = {"label": obj.label, "score": obj.score, "box": obj.box, "area": int(obj.mask.sum())}
+    out = {"label": obj.label, "score": obj.score, "box": obj.box, "area": obj.area}
     if obj.mask_score is not None:
         out["mask_score"] = obj.mask_score
     if obj.stability_score is not None:
