@@ -74,7 +74,38 @@ def w1(rounds: int) -> dict:
         print(f"W1 {label} ({r['jpeg_bytes'] // 1024} KB JPEG), CPU ms per job, p50 of {rounds}:")
         for name, st in r["ms"].items():
             print(f"  {name:<20} {st['p50_ms']:8.1f} ms   {st['p50_ms'] / floor_ms:5.2f}x floor")
+        r["now_overlay_stages_ms"] = w1_stages(SIZES[label], 2 * rounds, storage)
+        print("  now overlay_jpeg by step: " + ", ".join(f"{k} {v:.1f} ms" for k, v in
+                                                          r["now_overlay_stages_ms"].items()))
     return results
+
+
+def w1_stages(size: tuple[int, int], rounds: int, storage) -> dict[str, float]:
+    """The now-overlay job's steps one by one (p50 CPU ms): where W1's time goes."""
+    from worker import export, pipeline, render
+    from worker.inputs import decode
+
+    limit = 1 << 30
+    data, masks = photo_jpeg(size, 0), two_masks(size)
+    picture = decode(data, limit, limit, ["overlay_jpeg"])
+    drawn = render.overlay(picture.full_pixels, masks)
+    jpeg = render.to_jpeg(drawn)
+    steps = {
+        "decode": lambda: decode(data, limit, limit, ["overlay_jpeg"]),
+        "overlay": lambda: render.overlay(picture.full_pixels, masks),
+        "encode": lambda: render.to_jpeg(drawn),
+        "masks.json": lambda: export.kept_masks(size, [pipeline.Object("points", 0.9, m, None) for m in masks]),
+        "upload": lambda: storage.put("w1/steps.jpg", jpeg, "image/jpeg"),
+    }
+    out = {}
+    for name, step in steps.items():
+        times = []
+        for _ in range(rounds):
+            started = time.process_time()
+            step()
+            times.append(time.process_time() - started)
+        out[name] = round(float(np.median(times)) * 1000, 2)
+    return out
 
 
 def w1_size(size: tuple[int, int], rounds: int, storage) -> dict:
