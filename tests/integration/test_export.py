@@ -48,7 +48,9 @@ def test_an_everything_job_finds_masks_whose_areas_match_their_rle_at_its_own_pr
         assert obj["box"] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
     scores = [o["score"] for o in doc["objects"]]
     assert scores == sorted(scores, reverse=True)
-    assert job["timings"]["decode_ms"] > 0 and job["timings"]["encode_ms"] > 0
+    assert job["timings"]["decode_ms"] > 0  # the point grid
+    # The encoder ran unless an earlier job on this shared stack left the photo's embedding in the cache.
+    assert (job["timings"]["encode_ms"] > 0) == (job["embedding"] == "computed")
     assert stack.balance(key) == 6
 
 
