@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import jpeg_bytes
+from tests.helpers import ROCKET_JPG, jpeg_bytes
 from tests.stack import Stack, new_stack, running
 
 
@@ -17,12 +20,42 @@ def fault_models(tmp_path_factory):
     return tmp_path_factory.mktemp("fault-models")
 
 
+class _SlowPhoto(BaseHTTPRequestHandler):
+    """Serves rocket.jpg after SLOW_FETCH_S: an attempt fetching it stays running that long, whatever the worker's
+    speed (the 24 MP picture below takes under a second now)."""
+
+    def do_GET(self) -> None:
+        time.sleep(SLOW_FETCH_S)
+        data = ROCKET_JPG.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+SLOW_FETCH_S = 4.0
+
+
+@pytest.fixture(scope="session")
+def slow_url() -> str:
+    """An image URL whose fetch takes SLOW_FETCH_S (a job stays running meanwhile)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowPhoto)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/rocket.jpg"
+    server.shutdown()
+
+
 @pytest.fixture
-def fault_stack(tmp_path_factory, fault_models, redis_server) -> Stack:
+def fault_stack(tmp_path_factory, fault_models, redis_server, slow_url) -> Stack:
     """Gateway + one worker (w1) on a fresh database; file storage; two attempts per job."""
     st = new_stack(10, tmp_path_factory.mktemp("fault"), fault_models, None, SAMQ_VISIBILITY_TIMEOUT_S="2",
                    SAMQ_MAX_ATTEMPTS="2", SAMQ_MAX_IMAGE_BYTES=str(64 * 1024 * 1024),
-                   SAMQ_MAX_IMAGE_PIXELS="60000000", SAMQ_RESEND_AFTER_S="3")
+                   SAMQ_MAX_IMAGE_PIXELS="60000000", SAMQ_RESEND_AFTER_S="3",
+                   SAMQ_FETCH_ALLOW_HOSTS=slow_url.split("/")[2])
     with running(st, {"w1": {}}):
         yield st
 
