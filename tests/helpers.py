@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -93,3 +94,17 @@ def load_bench(name: str) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up here
     spec.loader.exec_module(module)
     return module
+
+
+class Gated:
+    """A models callable for worker.device.Device that holds the device thread on its first call until released
+    (`gate.set()`), so that the requests of a test pile up behind it."""
+
+    def __init__(self, models: object) -> None:
+        self.models, self.gate, self.calls = models, threading.Event(), 0
+
+    def __call__(self) -> object:
+        self.calls += 1
+        if self.calls == 1:
+            assert self.gate.wait(30)
+        return self.models

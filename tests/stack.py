@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import redis
@@ -24,7 +26,7 @@ from shared.queue import make_celery
 from shared.settings import Settings
 from shared.storage import make_storage
 from tests.conftest import REDIS_HOST, REDIS_PORT
-from tests.helpers import free_port, start, stop, wait_until
+from tests.helpers import ROCKET_JPG, free_port, start, stop, wait_until
 
 WORKER_START_S = 180
 
@@ -217,5 +219,37 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 def serve_directory(root: Path) -> tuple[ThreadingHTTPServer, str]:
     """A plain HTTP server for image URLs, on loopback."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"127.0.0.1:{server.server_address[1]}"
+
+
+class SlowPhoto(BaseHTTPRequestHandler):
+    """Serves rocket.jpg after `pause()` seconds (`delay_s` unless a subclass decides per request): a job fetching
+    it stays running meanwhile, however fast the worker is."""
+
+    delay_s = 3.0
+
+    def pause(self) -> float:
+        """Seconds to wait before answering this request."""
+        return self.delay_s
+
+    def do_GET(self) -> None:
+        time.sleep(self.pause())
+        data = ROCKET_JPG.read_bytes()
+        with contextlib.suppress(OSError):  # the worker that asked may be dead by now
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def serve_slow_photo(handler: type[SlowPhoto] = SlowPhoto, **attrs: object) -> tuple[ThreadingHTTPServer, str]:
+    """A loopback server whose /rocket.jpg answers slowly (`attrs` override the handler's, e.g. delay_s=4)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type(handler.__name__, (handler,), attrs))
+    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"127.0.0.1:{server.server_address[1]}"

@@ -85,7 +85,41 @@ class EmbeddingCache:
         return len(self._entries)
 
 
-class Embedder:
+class CachedEncoder:
+    """What the device thread needs of an image encoder with a cache (SAM 2's Embedder, SAM 3's engine): `cache`, and
+    `encode(images, sizes)` returning one cache entry per image; this adds the batched fill of the cache."""
+
+    cache: EmbeddingCache
+
+    def encode(self, images: list[np.ndarray], sizes: list[tuple[int, int]]) -> list:
+        """One encoder call over a batch of HWC uint8 images."""
+        raise NotImplementedError
+
+    def prefill(self, images: list[np.ndarray], sizes: list[tuple[int, int]] | None = None,
+                keys: list[str] | None = None) -> list[str]:
+        """Encode the images not yet cached in one batched call; returns the cache keys it computed.
+
+        `sizes`: each image's original (height, width) when the arrays are reduced copies (see set_image);
+        `keys`: their cache keys, when known.
+        """
+        if self.cache.max_bytes <= 0:
+            return []  # nowhere to keep them
+        todo: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
+        for pixels, size, key in zip(images, sizes or [None] * len(images), keys or [None] * len(images), strict=True):
+            size = size or tuple(pixels.shape[:2])
+            key = key or cache_key(pixels, size)
+            if key not in self.cache and key not in todo:
+                todo[key] = (pixels, size)
+        if not todo:
+            return []
+        with stage("encode"):
+            entries = self.encode([pixels for pixels, _ in todo.values()], [size for _, size in todo.values()])
+        for key, entry in zip(todo, entries, strict=True):
+            self.cache.put(key, entry)
+        return list(todo)
+
+
+class Embedder(CachedEncoder):
     """Sets images on a SAM 2 predictor, from the cache when it can; counts image-encoder runs."""
 
     def __init__(self, predictor: SAM2ImagePredictor, cache: EmbeddingCache,
@@ -135,29 +169,6 @@ class Embedder:
         # clone: a slice would keep the whole batch's storage alive in the cache
         return [Embedding(feats[-1][i : i + 1].clone(), tuple(f[i : i + 1].clone() for f in feats[:-1]), size)
                 for i, size in enumerate(sizes)]
-
-    def prefill(self, images: list[np.ndarray], sizes: list[tuple[int, int]] | None = None,
-                keys: list[str] | None = None) -> list[str]:
-        """Encode the images not yet cached in one batched call; returns the cache keys it computed.
-
-        `sizes`: each image's original (height, width) when the arrays are reduced copies (see set_image);
-        `keys`: their cache keys, when known.
-        """
-        if self.cache.max_bytes <= 0:
-            return []  # nowhere to keep them
-        todo: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
-        for pixels, size, key in zip(images, sizes or [None] * len(images), keys or [None] * len(images), strict=True):
-            size = size or tuple(pixels.shape[:2])
-            key = key or cache_key(pixels, size)
-            if key not in self.cache and key not in todo:
-                todo[key] = (pixels, size)
-        if not todo:
-            return []
-        with stage("encode"):
-            entries = self.encode([pixels for pixels, _ in todo.values()], [size for _, size in todo.values()])
-        for key, entry in zip(todo, entries, strict=True):
-            self.cache.put(key, entry)
-        return list(todo)
 
     def predict(self, points: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None,
                 multimask: bool, keep_all: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from shared.errors import NotFound, SamqError
 from shared.fetch import fetch
-from shared.images import load_rgb, peek_image
+from shared.images import ImageInfo, load_rgb, peek_image
 from worker.embedding import cache_key
 
 if TYPE_CHECKING:
@@ -96,13 +96,14 @@ _UPRIGHT = {
 }
 
 
-def decode_pixels(data: bytes, max_bytes: int, max_pixels: int, min_side: int = 0) -> np.ndarray:
+def decode_pixels(data: bytes, max_bytes: int, max_pixels: int, min_side: int = 0,
+                  info: ImageInfo | None = None) -> np.ndarray:
     """HWC uint8 RGB as displayed (EXIF orientation applied); limits and formats checked as shared.images does.
 
     `min_side`: a JPEG may be decoded at a reduced scale (libjpeg's DCT scaling) while both sides stay at least
     this long; 0 decodes every pixel.
     """
-    info = peek_image(data, max_bytes, max_pixels)  # format, size and pixel limits, from the header
+    info = info or peek_image(data, max_bytes, max_pixels)  # format, size and pixel limits, from the header
     if info.format in ("JPEG", "MPO"):
         try:
             _, _, colours, _ = simplejpeg.decode_jpeg_header(data)
@@ -136,7 +137,7 @@ def decode(data: bytes, max_bytes: int, max_pixels: int, outputs: list[str]) -> 
         full = decode_pixels(data, max_bytes, max_pixels)
         return Picture(model_view(full), (full.shape[1], full.shape[0]), full, source)
     info = peek_image(data, max_bytes, max_pixels)
-    small = decode_pixels(data, max_bytes, max_pixels, MODEL_SIDE)
+    small = decode_pixels(data, max_bytes, max_pixels, MODEL_SIDE, info)
     if small.shape[:2] != (info.height, info.width):  # DCT-scaled: other pixels than a full decode reduced
         source += f":scaled:{small.shape[0]}x{small.shape[1]}"
     return Picture(model_view(small), (info.width, info.height), source=source)

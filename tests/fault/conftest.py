@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import base64
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import ROCKET_JPG, jpeg_bytes
-from tests.stack import Stack, new_stack, running
+from tests.helpers import jpeg_bytes
+from tests.stack import Stack, new_stack, running, serve_slow_photo
 
 
 @pytest.fixture(scope="session")
@@ -20,32 +17,14 @@ def fault_models(tmp_path_factory):
     return tmp_path_factory.mktemp("fault-models")
 
 
-class _SlowPhoto(BaseHTTPRequestHandler):
-    """Serves rocket.jpg after SLOW_FETCH_S: an attempt fetching it stays running that long, whatever the worker's
-    speed (the 24 MP picture below takes under a second now)."""
-
-    def do_GET(self) -> None:
-        time.sleep(SLOW_FETCH_S)
-        data = ROCKET_JPG.read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Type", "image/jpeg")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-SLOW_FETCH_S = 4.0
+SLOW_FETCH_S = 4.0  # an attempt fetching slow_url stays running this long (the 24 MP picture takes under a second)
 
 
 @pytest.fixture(scope="session")
 def slow_url() -> str:
     """An image URL whose fetch takes SLOW_FETCH_S (a job stays running meanwhile)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowPhoto)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/rocket.jpg"
+    server, host = serve_slow_photo(delay_s=SLOW_FETCH_S)
+    yield f"http://{host}/rocket.jpg"
     server.shutdown()
 
 

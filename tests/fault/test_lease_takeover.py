@@ -4,55 +4,39 @@ charged once. The killed worker's broker message, restored afterwards, is skippe
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from shared import names
 from shared.queue import make_celery
-from tests.helpers import ROCKET_JPG, wait_until
+from tests.helpers import wait_until
 from tests.ledger import check_ledger
-from tests.stack import new_stack, running
+from tests.stack import SlowPhoto, new_stack, running, serve_slow_photo
 
 RECOVERY_GOAL_S = 30.0
 
 
-class _HoldFirst(BaseHTTPRequestHandler):
-    """Serves the rocket photo; the first request for each path hangs (its job stays running meanwhile, in the
-    fetch: a long job), later ones are answered at once (the job's next run is quick)."""
+class _HoldFirst(SlowPhoto):
+    """The first request for each path hangs (its job stays running meanwhile, in the fetch: a long job), later
+    ones are answered at once (the job's next run is quick)."""
 
     seen: set[str] = set()
     lock = threading.Lock()
 
-    def do_GET(self) -> None:
+    def pause(self) -> float:
         with self.lock:
             first = self.path not in self.seen
             self.seen.add(self.path)
-        if first:
-            time.sleep(600)
-        data = ROCKET_JPG.read_bytes()
-        with contextlib.suppress(OSError):  # the worker that asked may be dead by now
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        return 600 if first else 0
 
 
 @pytest.fixture
 def two_workers(tmp_path_factory, fault_models, redis_server):
     _HoldFirst.seen = set()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _HoldFirst)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    host = f"127.0.0.1:{server.server_address[1]}"
+    server, host = serve_slow_photo(_HoldFirst)
     # Production lease and visibility timeout (their defaults); only the heartbeat is quicker than in production.
     st = new_stack(11, tmp_path_factory.mktemp("lease"), fault_models, None, SAMQ_FETCH_ALLOW_HOSTS=host,
                    SAMQ_FETCH_TIMEOUT_S="600")

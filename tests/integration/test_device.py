@@ -13,7 +13,7 @@ from PIL import Image
 
 from shared.errors import InvalidRequest
 from shared.settings import Settings
-from tests.helpers import ASTRONAUT_PNG, wait_until
+from tests.helpers import ASTRONAUT_PNG, Gated, wait_until
 from worker import pipeline
 from worker.device import Device
 from worker.embedding import Embedder, EmbeddingCache
@@ -39,19 +39,6 @@ def _fresh(models):
 def _photos(n: int) -> list[Picture]:
     base = np.asarray(Image.open(ASTRONAUT_PNG).convert("RGB"))
     return [Picture.of(Image.fromarray(np.roll(base, 37 * i, axis=1))) for i in range(n)]
-
-
-class Gated:
-    """A models callable that holds the device thread on its first call until released."""
-
-    def __init__(self, models) -> None:
-        self.models, self.gate, self.calls = models, threading.Event(), 0
-
-    def __call__(self):
-        self.calls += 1
-        if self.calls == 1:
-            assert self.gate.wait(30)
-        return self.models
 
 
 def _submit(device: Device, picture: Picture, params: dict, answers: dict, name: str, priority: int = 1,

@@ -18,7 +18,7 @@ from pycocotools import mask as coco_mask
 
 from shared.errors import InvalidRequest, ModelsMissing
 from shared.settings import Settings
-from tests.helpers import ASTRONAUT_PNG, wait_until
+from tests.helpers import ASTRONAUT_PNG, Gated, wait_until
 from worker import pipeline, sam3_pipeline
 from worker.device import Device
 from worker.embedding import EmbeddingCache
@@ -199,19 +199,6 @@ def test_tracker_head_equals_the_official_calls(engine, astronaut, kind):
 
 
 # -- the device thread --
-
-class Gated:
-    """A models callable that holds the device thread on its first call until released."""
-
-    def __init__(self, models) -> None:
-        self.models, self.gate, self.calls = models, threading.Event(), 0
-
-    def __call__(self):
-        self.calls += 1
-        if self.calls == 1:
-            assert self.gate.wait(30)
-        return self.models
-
 
 def test_device_thread_batches_the_vision_encoder_across_jobs(models, engine, astronaut):
     base = np.asarray(astronaut)

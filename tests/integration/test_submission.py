@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import numpy as np
@@ -18,7 +16,7 @@ from PIL import Image
 from shared import names
 from shared.storage import make_storage
 from tests.helpers import ROCKET_JPG, b64, wait_until
-from tests.stack import new_stack, running
+from tests.stack import new_stack, running, serve_slow_photo
 
 
 def _b64png(image: Image.Image) -> str:
@@ -182,30 +180,13 @@ def test_high_priority_jumps_thirty_queued_low_jobs(batch_stack):
         batch_stack.procs.pop("wprio").kill()
 
 
-class _SlowPhoto(BaseHTTPRequestHandler):
-    """Serves the rocket photo after a pause: a job fetching it stays running meanwhile."""
-
-    def do_GET(self) -> None:
-        time.sleep(3)
-        data = ROCKET_JPG.read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Type", "image/jpeg")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def short(tmp_path_factory, model_dir, s3_endpoint, redis_server):
     """Jobs kept 3 s after they end; image URLs on a slow loopback server are allowed."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowPhoto)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server, host = serve_slow_photo()
     st = new_stack(7, tmp_path_factory.mktemp("short"), model_dir, s3_endpoint, SAMQ_RETENTION_S="3",
-                   SAMQ_FETCH_ALLOW_HOSTS=f"127.0.0.1:{server.server_address[1]}")
-    st.slow_url = f"http://127.0.0.1:{server.server_address[1]}/rocket.jpg"
+                   SAMQ_FETCH_ALLOW_HOSTS=host)
+    st.slow_url = f"http://{host}/rocket.jpg"
     with running(st, {"ws": {}}):
         yield st
     server.shutdown()

@@ -43,7 +43,7 @@ from transformers import (
 )
 from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
-from worker.embedding import EmbeddingCache, cache_key
+from worker.embedding import CachedEncoder, EmbeddingCache, cache_key
 from worker.metrics import BATCH_SIZE, stage
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class Found:
 
 
 @dataclass
-class Sam3Engine:
+class Sam3Engine(CachedEncoder):
     """The loaded SAM 3 heads, their processors and the embedding cache; used from the device thread only."""
 
     model: Sam3Model
@@ -107,25 +107,6 @@ class Sam3Engine:
             self.cache.put(key, entry)
         self._current = entry
         return hit
-
-    def prefill(self, images: list[np.ndarray], sizes: list[tuple[int, int]] | None = None,
-                keys: list[str] | None = None) -> list[str]:
-        """Encode the images not yet cached in one batched call; returns the cache keys it computed."""
-        if self.cache.max_bytes <= 0:
-            return []
-        todo: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
-        for pixels, size, key in zip(images, sizes or [None] * len(images), keys or [None] * len(images), strict=True):
-            size = size or tuple(pixels.shape[:2])
-            key = key or cache_key(pixels, size)
-            if key not in self.cache and key not in todo:
-                todo[key] = (pixels, size)
-        if not todo:
-            return []
-        with stage("encode"):
-            entries = self.encode([p for p, _ in todo.values()], [s for _, s in todo.values()])
-        for key, entry in zip(todo, entries, strict=True):
-            self.cache.put(key, entry)
-        return list(todo)
 
     def encode(self, images: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[Sam3Features]:
         """One ViT pass over a batch of HWC uint8 images (the processor's resize and normalisation first)."""
