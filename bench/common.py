@@ -180,5 +180,7 @@ def wait_jobs(stack: Stack, key: str, ids: list[str], timeout_s: float = 1800) -
 
 
 def add_redis_arg(parser) -> None:
-    """--redis-url, the Redis server the benchmark's stack uses (databases 1-7 are flushed)."""
+    """--redis-url, the Redis server the benchmark uses; it flushes the databases it takes: 1 (footprint.py),
+    2 to 9 (the scripts that start a service: overhead 2-3, accept 4-5, pipelined 4, gpu 5, scale 6, scaleout 7-9,
+    sync_concurrency 9)."""
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379", help="Redis server (no database)")

@@ -1,4 +1,7 @@
-"""The Lua scripts that move credits and job states, against a real Redis."""
+"""API keys and worker liveness, against a real Redis: keys are stored only as their SHA-256, AUTHENTICATE
+reads the key, its balance and this minute's request count in one Lua call (disabled and unknown keys count
+nothing), and a worker is alive while its last heartbeat is recent. (The credit and job-state scripts are tested
+in test_jobs.py, test_leases.py and test_money_and_keys.py.)"""
 
 import pytest
 
