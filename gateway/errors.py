@@ -8,17 +8,27 @@ import redis
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from shared.errors import SamqError
+from shared.errors import (
+    InsufficientCredits,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    RateLimited,
+    SamqError,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
 
 log = logging.getLogger(__name__)
 
 # Seconds a client should wait before retrying while Redis is unreachable (a restart takes a few).
 REDIS_RETRY_AFTER_S = 5
 
-_HTTP_CODES = {
-    400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-    406: "insufficient_credits", 413: "too_large", 415: "unsupported_media_type", 429: "rate_limited",
-}
+# Werkzeug's HTTP errors (unknown route, wrong method, body over the limit, ...) with the codes of shared.errors.
+_HTTP_CODES = {cls.status: cls.code for cls in (InvalidRequest, Unauthorized, NotFound, MethodNotAllowed,
+                                                InsufficientCredits, TooLarge, UnsupportedMediaType, RateLimited)}
 
 
 def error_response(code: str, message: str, status: int):
@@ -55,7 +65,8 @@ def register_error_handlers(app: Flask) -> None:
     def _redis_down(exc: Exception):
         # Redis restarting or unreachable: an answer the client can act on (retry), never a traceback.
         log.warning("Redis unavailable: %s", exc)
-        response = error_response("unavailable", "the service's store is unavailable; retry shortly", 503)
+        response = error_response(Unavailable.code, "the service's store is unavailable; retry shortly",
+                                  Unavailable.status)
         response.headers["Retry-After"] = str(REDIS_RETRY_AFTER_S)
         return response
 

@@ -30,9 +30,9 @@ class Settings(BaseSettings):
     )
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto)")
     s3_bucket: str = Field("samq", description="bucket used when storage_url is not given")
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: str | None = None
-    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = Field(None, description="S3 access key id (default: boto3's usual chain)")
+    s3_secret_access_key: str | None = Field(None, description="S3 secret access key (default: boto3's usual chain)")
+    s3_region: str = Field("us-east-1", description="S3 region")
     s3_public_endpoint_url: str | None = Field(
         None, description="endpoint clients reach, for presigned URLs (default: s3_endpoint_url)"
     )
@@ -43,8 +43,8 @@ class Settings(BaseSettings):
     )
 
     # Models
-    models: str = Field("large", description="model preset: tiny, small, base-plus, large, tiny-random, "
-                                                 "sam3, tiny-random-sam3")
+    models: str = Field("large", description="model preset: tiny, small, base-plus, large, sam3, tiny-random, "
+                                                 "tiny-random-sam3, random-<preset>")
     detector: str = Field("tiny", description="Grounding DINO size: tiny or base")
     model_dir: Path = Field(Path("models"), description="folder holding checkpoints")
     device: str = Field("auto", description="auto, cuda or cpu")
@@ -83,8 +83,12 @@ class Settings(BaseSettings):
     retention_s: int = Field(
         7 * 24 * 3600, gt=0, description="how long job and batch records, inputs and outputs are kept, s"
     )
-    max_queued: int = Field(200_000, ge=0, description="most jobs waiting in all queues; 0 = no bound")
-    max_unfinished_per_key: int = Field(0, ge=0, description="most unfinished jobs of one key; 0 = no bound")
+    max_queued: int = Field(
+        200_000, ge=0, description="most jobs waiting in all queues (past it, 503 queue_full); 0 = no bound"
+    )
+    max_unfinished_per_key: int = Field(
+        0, ge=0, description="most unfinished jobs of one key (past it, 429 too_many_jobs); 0 = no bound"
+    )
     max_batch_items: int = Field(1000, ge=1, description="most jobs in one POST /v1/batches")
     public_url: str | None = Field(
         None, description="the gateway's URL as clients see it, for links in webhooks (default http://host:port)"
@@ -98,7 +102,9 @@ class Settings(BaseSettings):
         "started); > the longest retry countdown (30 s)"
     )
     resend_after_s: float = Field(30.0, gt=0, description="re-enqueue jobs recorded but never sent after this long")
-    worker_heartbeat_s: float = Field(5.0, gt=0, description="how often workers announce themselves")
+    worker_heartbeat_s: float = Field(
+        5.0, gt=0, description="how often workers announce themselves and renew their jobs' leases"
+    )
     lease_s: float = Field(
         15.0, ge=1, description="a running job's lease: renewed by its worker's heartbeat; once lapsed, any worker "
         "queues the job again (at least 2 heartbeats)"
