@@ -97,10 +97,6 @@ def address_kind(address: str | IPAddress) -> str:
     return "public" if ip.is_global else "reserved"
 
 
-def _is_public(address: str) -> bool:
-    return address_kind(address) == "public"
-
-
 def check_url(url: str, allow_hosts: frozenset[str] = frozenset(), field: str = "image") -> Target:
     """Parse and resolve a URL; refuse anything but http(s) to public addresses (unless allow-listed).
 

@@ -92,19 +92,6 @@ def peek_image(data: bytes, max_bytes: int, max_pixels: int) -> ImageInfo:
     return ImageInfo(img.format, SUPPORTED_FORMATS[img.format], width, height, orientation)
 
 
-def inspect_image(data: bytes, max_bytes: int, max_pixels: int) -> ImageInfo:
-    """Check that the bytes are a whole, supported image within limits; fully decodes it."""
-    img = _open(data, max_bytes, max_pixels)
-    try:
-        img.load()
-    except Exception as exc:
-        raise UndecodableImage(f"the image could not be decoded: {exc}") from exc
-    width, height = img.size
-    if _orientation(img) in (5, 6, 7, 8):
-        width, height = height, width
-    return ImageInfo(img.format, SUPPORTED_FORMATS[img.format], width, height)
-
-
 def load_rgb(data: bytes, max_bytes: int, max_pixels: int, min_side: int = 0) -> Image.Image:
     """Decode to an RGB image as displayed (EXIF orientation applied).
 

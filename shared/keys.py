@@ -77,10 +77,6 @@ class KeyStore:
             credits=self.credits.balance(key_id),
         )
 
-    def lookup(self, raw: str) -> ApiKey | None:
-        """Find a key by its raw value."""
-        return self.get(hash_key(raw))
-
     def authenticate(self, raw: str, rate_window: int | None) -> tuple[ApiKey | None, int]:
         """Find a key by its raw value and count this request in `rate_window` (a minute number; None: no limit).
 

@@ -19,8 +19,9 @@ def test_keys_are_stored_hashed_never_raw(keys, rclient):
     assert raw.startswith("sk_")
     stored = b" ".join(k + b" " + b" ".join(rclient.hgetall(k).values()) for k in rclient.keys("samq:key:*"))
     assert raw.encode() not in stored and hash_key(raw).encode() in stored
-    assert keys.lookup(raw).credits == 10 and keys.lookup(raw).name == "alice"
-    assert keys.lookup(raw + "x") is None
+    found, _ = keys.authenticate(raw, None)  # the gateway's lookup of a raw key
+    assert found.credits == 10 and found.name == "alice" and found.key_id == hash_key(raw)
+    assert keys.authenticate(raw + "x", None) == (None, 0)
 
 
 def test_workers_are_alive_for_three_heartbeats(rclient):

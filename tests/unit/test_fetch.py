@@ -3,7 +3,7 @@
 import pytest
 
 from shared.errors import InvalidRequest, UrlNotAllowed
-from shared.fetch import _is_public, check_url
+from shared.fetch import check_url
 
 
 @pytest.mark.parametrize("url", [
@@ -37,6 +37,9 @@ def test_public_literal_addresses_pass_and_allow_list_is_exact():
         check_url("http://127.0.0.1:9001/a.jpg", frozenset({"127.0.0.1:9000"}))
 
 
-def test_is_public():
-    assert _is_public("8.8.8.8") and _is_public("2606:4700::1111")
-    assert not any(_is_public(a) for a in ("127.0.0.1", "10.1.2.3", "::1", "224.0.0.1", "fd00::1"))
+def test_only_public_literal_addresses_are_fetched():
+    for public in ("8.8.8.8", "[2606:4700::1111]"):
+        assert check_url(f"http://{public}/a.jpg").address == public.strip("[]")
+    for address in ("127.0.0.1", "10.1.2.3", "[::1]", "224.0.0.1", "[fd00::1]"):
+        with pytest.raises(UrlNotAllowed):
+            check_url(f"http://{address}/a.jpg")

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from shared.errors import InvalidRequest, TooLarge, UndecodableImage
-from shared.images import decode_base64_field, inspect_image, load_rgb
+from shared.images import decode_base64_field, load_rgb, peek_image
 from tests.helpers import ASTRONAUT_PNG, CHELSEA_PNG, ROCKET_JPG, jpeg_bytes
 
 BIG = 10**8
@@ -33,10 +33,12 @@ def test_base64_errors():
 
 
 def test_real_photographs_decode_with_their_sizes():
-    info = inspect_image(ROCKET_JPG.read_bytes(), BIG, BIG)
+    info = peek_image(ROCKET_JPG.read_bytes(), BIG, BIG)
     assert (info.format, info.width, info.height, info.content_type) == ("JPEG", 640, 427, "image/jpeg")
-    info = inspect_image(ASTRONAUT_PNG.read_bytes(), BIG, BIG)
+    assert load_rgb(ROCKET_JPG.read_bytes(), BIG, BIG).size == (640, 427)
+    info = peek_image(ASTRONAUT_PNG.read_bytes(), BIG, BIG)
     assert (info.format, info.width, info.height, info.content_type) == ("PNG", 512, 512, "image/png")
+    assert load_rgb(ASTRONAUT_PNG.read_bytes(), BIG, BIG).size == (512, 512)
     assert load_rgb(CHELSEA_PNG.read_bytes(), BIG, BIG).size == (451, 300)
 
 
@@ -44,27 +46,32 @@ def test_webp_and_unsupported_formats():
     img = Image.open(CHELSEA_PNG)
     buf = io.BytesIO()
     img.save(buf, "WEBP")
-    assert inspect_image(buf.getvalue(), BIG, BIG).format == "WEBP"
+    assert peek_image(buf.getvalue(), BIG, BIG).format == "WEBP"
+    assert load_rgb(buf.getvalue(), BIG, BIG).size == (451, 300)
     buf = io.BytesIO()
     img.save(buf, "GIF")
-    with pytest.raises(UndecodableImage, match="GIF"):
-        inspect_image(buf.getvalue(), BIG, BIG)
+    for read in (peek_image, load_rgb):
+        with pytest.raises(UndecodableImage, match="GIF"):
+            read(buf.getvalue(), BIG, BIG)
 
 
 def test_undecodable_and_truncated():
-    with pytest.raises(UndecodableImage):
-        inspect_image(b"hello world", BIG, BIG)
+    for read in (peek_image, load_rgb):
+        with pytest.raises(UndecodableImage):
+            read(b"hello world", BIG, BIG)
     data = ROCKET_JPG.read_bytes()
-    with pytest.raises(UndecodableImage):
-        inspect_image(data[: len(data) // 2], BIG, BIG)
+    assert peek_image(data[: len(data) // 2], BIG, BIG).width == 640  # the header alone: the gateway accepts it
+    with pytest.raises(UndecodableImage):  # and the worker's decode refuses it
+        load_rgb(data[: len(data) // 2], BIG, BIG)
 
 
 def test_limits():
     data = ROCKET_JPG.read_bytes()
-    with pytest.raises(TooLarge, match="bytes"):
-        inspect_image(data, len(data) - 1, BIG)
-    with pytest.raises(TooLarge, match="pixels"):
-        inspect_image(data, BIG, 427 * 640 - 1)
+    for read in (peek_image, load_rgb):
+        with pytest.raises(TooLarge, match="bytes"):
+            read(data, len(data) - 1, BIG)
+        with pytest.raises(TooLarge, match="pixels"):
+            read(data, BIG, 427 * 640 - 1)
 
 
 def test_exif_orientation_gives_displayed_size_and_pixels():
@@ -72,8 +79,8 @@ def test_exif_orientation_gives_displayed_size_and_pixels():
     exif = Image.Exif()
     exif[0x0112] = 6  # stored sideways: display rotated 90 degrees clockwise
     data = jpeg_bytes(photo, exif=exif, quality=95)
-    info = inspect_image(data, BIG, BIG)
-    assert (info.width, info.height) == (427, 640)
+    info = peek_image(data, BIG, BIG)
+    assert (info.width, info.height, info.orientation) == (427, 640, 6)
     shown = load_rgb(data, BIG, BIG)
     assert shown.size == (427, 640)
     expected = np.asarray(photo.convert("RGB").transpose(Image.Transpose.ROTATE_270), dtype=float)
