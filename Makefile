@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.samq-installed
 PRESET ?=
 
-.PHONY: setup run test test-unit test-integration test-fault test-fault-long lint models bench clean
+.PHONY: setup run test test-unit test-integration test-fault test-fault-long lint docs models bench clean
 
 # torch/torchvision first, pinned (they come from local disk on our machines), then samq, then sam2
 # without build isolation so it builds against that torch (no CUDA extension needed).
@@ -47,6 +47,10 @@ test-fault-long: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(PY) deploy/validate.py
+
+# The generated tables of docs/API.md and docs/OPERATIONS.md, from the pydantic models, errors and settings.
+docs: setup
+	$(PY) -m gateway.docgen
 
 models: setup
 	$(VENV)/bin/samq models download $(if $(PRESET),--preset $(PRESET))

@@ -99,15 +99,21 @@ _STATUSES = {"400": "malformed body or fields", "401": "missing, unknown or disa
              "500": "server fault", "503": "no capacity, or the store is briefly unavailable (see Retry-After)"}
 
 
+def _described(model_prop: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """A shared schema for a field, its description led by the field's own (from the pydantic model)."""
+    own = model_prop.get("description")
+    return {**shared, "description": f"{own}: {shared['description']}" if own else shared["description"]}
+
+
 def _schema(model: type) -> dict[str, Any]:
     schema = model.model_json_schema()
     props = schema["properties"]
     props["image"] = _IMAGE
     for name in ("coordinates", "remove_coordinates"):
-        props[name] = _POINTS
+        props[name] = _described(props[name], _POINTS)
     for name in ("overlay_mask", "base64", "polygons"):
         if name in props:
-            props[name] = {**_BOOL, "default": props[name].get("default")}
+            props[name] = {**_described(props[name], _BOOL), "default": props[name].get("default")}
     if "metadata" in props:
         props["metadata"] = _METADATA
     if "everything" in props:  # inlined: a $defs reference would not resolve inside the OpenAPI document

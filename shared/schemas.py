@@ -215,11 +215,12 @@ class SegmentRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     image: str = Field(min_length=1)
-    prompt: Prompt | None = None
-    coordinates: Points = []
-    remove_coordinates: Points = []
-    overlay_mask: Bool = True
-    base64: Bool = False
+    prompt: Prompt | None = Field(None, description="text prompt; when present, coordinates are ignored")
+    coordinates: Points = Field([], description="positive clicks (label 1)")
+    remove_coordinates: Points = Field([], description="negative clicks (label 0)")
+    overlay_mask: Bool = Field(True, description="true: the image with the mask overlaid; false: the mask itself "
+                                                 "(white on black)")
+    base64: Bool = Field(False, description='true: answer JSON {"image": "<base64 JPEG>"} instead of the JPEG')
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -304,24 +305,40 @@ class JobRequest(SegmentRequest):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    prompt: Prompt | Phrases | None = None
-    point_labels: list[int] | None = None
-    boxes: Boxes = []
-    exemplars: Boxes = []  # SAM 3 presets: positive exemplar boxes of the concept (with or without a prompt)
-    negative_exemplars: Boxes = []
+    prompt: Prompt | Phrases | None = Field(
+        None, description='"boy", "boy. dog" or ["boy", "dog"]: every object found for each phrase, labelled by it '
+        f"(at most {PROMPT_MAX_PHRASES} phrases, {PROMPT_MAX_CHARS} characters in all)")
+    point_labels: list[int] | None = Field(None, description="one label per coordinate: 1 include, 0 exclude "
+                                                             "(remove_coordinates adds 0s)")
+    boxes: Boxes = Field([], description="[[x0,y0,x1,y1], ...]: one object per box, all in one batched SAM call; "
+                                         "one box may be refined with clicks")
+    exemplars: Boxes = Field([], description="SAM 3 presets: boxes of examples of the concept to find, with or "
+                                             "without prompt")
+    negative_exemplars: Boxes = Field([], description="SAM 3 presets: boxes of counter-examples of the concept")
     multimask: Annotated[bool | Annotated[str, Field(max_length=BOOL_TEXT_MAX_CHARS)] | None,
-                         BeforeValidator(parse_multimask)] = None
-    box_threshold: float | None = Field(None, ge=0, le=1)
-    text_threshold: float | None = Field(None, ge=0, le=1)
-    max_objects: int | None = Field(None, ge=1)
-    outputs: Annotated[list[str], Field(max_length=LIST_MAX_ITEMS)] | None = None
-    polygons: Bool = False
+                         BeforeValidator(parse_multimask)] = Field(
+        None, description='three candidates per prompt: true keeps the best by score, "all" returns all three '
+        "(default: true for a single click)")
+    box_threshold: float | None = Field(None, ge=0, le=1, description="Grounding DINO box threshold (default "
+                                                                      "SAMQ_BOX_THRESHOLD); SAM 3's score threshold")
+    text_threshold: float | None = Field(None, ge=0, le=1, description="Grounding DINO text threshold (default "
+                                                                       "SAMQ_TEXT_THRESHOLD)")
+    max_objects: int | None = Field(None, ge=1, description="most objects a text prompt returns (at most "
+                                                            "SAMQ_MAX_OBJECTS), or segment everything's")
+    outputs: Annotated[list[str], Field(max_length=LIST_MAX_ITEMS)] | None = Field(
+        None, description=f"any of {', '.join(OUTPUTS)}, as a list or comma-separated (default: the drop-in's "
+        "picture and json)")
+    polygons: Bool = Field(False, description="add polygons (OpenCV contours) to the json output")
     everything: Annotated[EverythingOptions | None, BeforeValidator(_everything)] = None
     metadata: Metadata = None
-    priority: Literal["high", "normal", "low"] = "normal"
-    webhook_url: WebhookUrl = None
+    priority: Literal["high", "normal", "low"] = Field("normal", description="workers take high first, then "
+                                                                             "normal, then low")
+    webhook_url: WebhookUrl = Field(None, description="where this job's events are POSTed (public addresses only, "
+                                                      "unless in SAMQ_WEBHOOK_ALLOW_HOSTS)")
     webhook_events: Annotated[list[Literal["started", "completed"]], Field(max_length=LIST_MAX_ITEMS),
-                              AfterValidator(lambda v: list(dict.fromkeys(v)))] = ["completed"]
+                              AfterValidator(lambda v: list(dict.fromkeys(v)))] = Field(
+        ["completed"], description="which events to send: started (job.started), completed (job.succeeded, "
+        "job.failed, job.canceled)")
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -457,8 +474,10 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     items: list[Any] = Field(min_length=1)  # at most SAMQ_MAX_BATCH_ITEMS (gateway.submit.prepare_batch)
-    webhook_url: WebhookUrl = None
-    priority: Literal["high", "normal", "low"] | None = None
+    webhook_url: WebhookUrl = Field(None, description="where the batch.completed event is POSTed (each item may "
+                                                      "have its own webhook_url for its job's events)")
+    priority: Literal["high", "normal", "low"] | None = Field(None, description="the priority of items without "
+                                                                                "their own (default normal)")
     metadata: BatchMetadata = None
 
 
