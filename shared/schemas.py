@@ -14,7 +14,7 @@ Point = tuple[float, float]
 Box = tuple[float, float, float, float]
 OUTPUTS = ("overlay_jpeg", "mask_jpeg", "mask_png", "cutout_png", "json")
 
-# Bounds on every field a request may carry (README "Request bounds"; gateway/openapi.py states them as
+# Bounds on every field a request may carry (docs/API.md "Request bounds"; gateway/openapi.py states them as
 # maxLength etc.). Over one is a 400 `invalid_request` naming the field and the limit, checked on the raw value
 # (before any trimming), so nothing is charged and no job is made. Together they keep one accepted job's Redis
 # footprint bounded (bench/footprint.py). The image's own size is SAMQ_MAX_IMAGE_BYTES (413), not a bound here.

@@ -1,4 +1,4 @@
-"""deploy/grafana/samq.json charts the metrics the code exports and the README documents: no more, no fewer."""
+"""deploy/grafana/samq.json charts the metrics the code exports and docs/OPERATIONS.md documents: no more, no fewer."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ def base(name: str) -> str:
     return re.sub(r"_(total|bucket|sum|count)$", "", name)
 
 
-def test_dashboard_readme_and_code_name_the_same_metrics():
+def test_dashboard_docs_and_code_name_the_same_metrics():
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "samq.json").read_text())
     charted = {base(n) for p in dashboard["panels"] for t in p.get("targets", []) for n in NAME.findall(t["expr"])}
-    section = (ROOT / "README.md").read_text().split("## Metrics and logs")[1].split("\n## ")[0]
+    section = (ROOT / "docs" / "OPERATIONS.md").read_text().split("\n## Metrics\n")[1].split("\n## ")[0]
     documented = {base(n) for n in re.findall(r"`(samq_[a-z_]+)`", section)}
     code = {n for f in ("gateway/metrics.py", "worker/metrics.py")
             for n in re.findall(r'"(samq_[a-z_]+)"', (ROOT / f).read_text())}

@@ -1,7 +1,7 @@
 """Every bounded request field, through the routes in-process on the real Redis: at its bound it passes, one
 over is a 400 `invalid_request` naming the field and the limit, with nothing charged and no job or batch made.
 
-The bounds are shared/schemas.py's constants (README "Request bounds"); bench/footprint.py measures what one
+The bounds are shared/schemas.py's constants (docs/API.md, "Request bounds"); bench/footprint.py measures what one
 accepted job weighs in Redis with every field at them.
 """
 
