@@ -19,11 +19,11 @@ from pathlib import Path
 import redis
 
 from gateway.supervisor import webhook_command
+from harness.procs import start, stop, wait_until
 from shared import names, outbox, webhooks
+from shared.celery_apps import make_webhook_celery
 from shared.keys import KeyStore, hash_key
-from shared.queue import make_webhook_celery
 from shared.settings import Settings
-from tests.helpers import start, stop, wait_until
 from tests.receiver import Receiver
 
 DEFAULT_SCHEDULE = Settings.model_fields["webhook_retry_schedule_s"].default

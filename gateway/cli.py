@@ -10,11 +10,12 @@ import requests
 
 from shared.keys import KeyStore, hash_key
 from shared.models import PRESET_NAMES, download, get_preset, missing_files, verify
+from shared.redis_client import connect
 from shared.settings import Settings
 
 
 def _store(settings: Settings) -> KeyStore:
-    return KeyStore(redis.Redis.from_url(settings.redis_url))
+    return KeyStore(connect(settings))
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:

@@ -10,10 +10,11 @@ from flask import current_app
 
 from gateway.waiter import CompletionWaiter
 from shared import outbox
+from shared.celery_apps import make_celery, make_webhook_celery
 from shared.credits import Credits
 from shared.jobs import JobStore
 from shared.keys import KeyStore
-from shared.queue import make_celery, make_webhook_celery
+from shared.redis_client import connect
 from shared.settings import Settings
 from shared.storage import Storage, make_storage
 
@@ -35,7 +36,7 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         """Create the clients (connections open lazily)."""
-        client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+        client = connect(settings, health_check_interval=30)
         webhook_celery = make_webhook_celery(settings)
         return cls(
             settings=settings, redis=client, keys=KeyStore(client), credits=Credits(client),

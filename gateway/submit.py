@@ -17,13 +17,13 @@ from typing import Any
 
 from gateway.services import Services
 from shared import charges, logs, names, workers
+from shared.celery_apps import enqueue_segments
 from shared.errors import InsufficientCredits, InvalidRequest, NoCapacity, SamqError
 from shared.fetch import check_url
 from shared.images import decode_base64_field, peek_image
 from shared.jobs import Accepted, Idempotency, Limits, NewJob, new_id
 from shared.keys import ApiKey
 from shared.models import check_prompts
-from shared.queue import enqueue_segments
 from shared.schemas import JobRequest, SegmentRequest, check_inside, parse_body
 
 log = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ import requests
 
 from shared import names, workers
 from shared.models import download, get_preset, missing_files
+from shared.redis_client import connect
 from shared.settings import Settings
 from shared.storage import make_storage
 
@@ -50,12 +51,14 @@ def worker_command(settings: Settings, name: str = "samq-worker") -> list[str]:
 
 def ensure_redis(settings: Settings) -> tuple[str, subprocess.Popen | None]:
     """Use the Redis at redis_url if it answers, else start a local redis-server; describe which."""
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1)
+    client = connect(settings, socket_connect_timeout=1)
+    where = f"the primary of {settings.redis_sentinels}" if settings.redis_sentinels else settings.redis_url
     try:
         client.ping()
-        return f"Redis at {settings.redis_url}", None
+        return f"Redis at {where}", None
     except redis.RedisError:
-        pass
+        if settings.redis_sentinels:  # a fleet's Redis: never replaced by a local one
+            raise SystemExit(f"samq: Redis does not answer at {where}") from None
     url = urlparse(settings.redis_url)
     host, port = url.hostname or "127.0.0.1", url.port or 6379
     server = which("redis-server")
@@ -155,7 +158,7 @@ def supervise_once(children: list[Child], on_death: Callable[[Child], None] = la
 
 
 def _wait_ready(settings: Settings, procs: list[subprocess.Popen], timeout_s: float = 600) -> None:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect(settings)
     deadline = time.monotonic() + timeout_s
     url = f"http://{settings.host}:{settings.port}/healthz"
     while time.monotonic() < deadline:

@@ -157,6 +157,16 @@ class Unavailable(SamqError):
     code, status = "unavailable", 503
 
 
+class NotReplicated(Unavailable):
+    """Fewer replicas than SAMQ_REDIS_MIN_REPLICAS confirmed a write in time (Redis WAIT): the gateway undoes the job
+    it was accepting and answers 503 `unavailable` with `Retry-After`; `result` is what the write's script returned."""
+
+    def __init__(self, message: str, retry_after_s: int | None = None, result: object = None, acked: int = 0) -> None:
+        super().__init__(message, retry_after_s)
+        self.result = result
+        self.acked = acked  # how many replicas did confirm it
+
+
 def error_from_record(code: str, message: str, status: int) -> SamqError:
     """Rebuild an error stored on a job record."""
     err = SamqError(message)

@@ -22,7 +22,23 @@ class Settings(BaseSettings):
 
     # Redis and the broker
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for keys, credits and jobs")
-    broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url")
+    broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url (through the Sentinels "
+                                   "when redis_sentinels is set)")
+    redis_sentinels: str = Field(
+        "", description="host:port,host:port,... of Redis Sentinels: every client (gateway, workers, webhook sender, "
+        "broker, CLI) then finds the primary through them and follows it across failovers; redis_url still gives "
+        "the database number and password; empty = connect to redis_url itself"
+    )
+    redis_sentinel_master: str = Field("", description="the name the Sentinels monitor the primary under (required "
+                                                       "with redis_sentinels)")
+    redis_min_replicas: int = Field(
+        0, ge=0, description="replicas that must acknowledge ACCEPT and FINISH (Redis WAIT) before the gateway answers "
+        "or the worker settles; 0 = off (asynchronous replication)"
+    )
+    redis_wait_timeout_ms: int = Field(
+        1000, ge=1, description="how long ACCEPT and FINISH wait for redis_min_replicas acknowledgements; past it the "
+        "gateway answers 503 unavailable and undoes the job"
+    )
 
     # Storage
     storage_url: str | None = Field(
@@ -145,8 +161,13 @@ class Settings(BaseSettings):
 
     @property
     def broker(self) -> str:
-        """The Celery broker URL."""
+        """The Celery broker URL, as given (shared.redis_client.broker gives the one with Sentinels)."""
         return self.broker_url or self.redis_url
+
+    @property
+    def sentinels(self) -> tuple[tuple[str, int], ...]:
+        """The Sentinels' (host, port) pairs; empty without Sentinel."""
+        return tuple(_host_port(part) for part in self.redis_sentinels.split(",") if part.strip())
 
     @property
     def storage(self) -> str:
@@ -179,6 +200,24 @@ class Settings(BaseSettings):
                              f"({self.worker_heartbeat_s:g}): a lease must survive a late heartbeat")
         return self
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_are_host_ports(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                _host_port(part)  # raises, naming the bad entry
+        return value
+
+    @model_validator(mode="after")
+    def _sentinel_has_a_master(self) -> Settings:
+        if self.redis_sentinels and not self.redis_sentinel_master:
+            raise ValueError("SAMQ_REDIS_SENTINEL_MASTER must name the primary the Sentinels monitor when "
+                             "SAMQ_REDIS_SENTINELS is set")
+        if self.redis_sentinels and not self.redis_url.startswith("redis://"):
+            raise ValueError("with SAMQ_REDIS_SENTINELS, SAMQ_REDIS_URL must be a redis:// URL (it gives the database "
+                             "number and password; its host is not used; TLS through Sentinel is not supported)")
+        return self
+
     @field_validator("webhook_retry_schedule_s")
     @classmethod
     def _schedule_is_seconds(cls, value: str) -> str:
@@ -191,3 +230,13 @@ class Settings(BaseSettings):
                              "e.g. 0,5,300")
         return value
 
+
+
+def _host_port(part: str) -> tuple[str, int]:
+    """`host:port` (or `[v6]:port`) as a pair; a ValueError naming the entry when it is not one."""
+    host, sep, port = part.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{part.strip()!r} is not host:port; SAMQ_REDIS_SENTINELS is a comma-separated list such "
+                         "as sentinel-0:26379,sentinel-1:26379,sentinel-2:26379")
+    return host, int(port)

@@ -20,13 +20,14 @@ import redis
 import requests
 
 from gateway.supervisor import gateway_command, webhook_command, worker_command
+from harness.photos import ROCKET_JPG
+from harness.procs import free_port, start, stop, wait_until
 from shared import names, workers
+from shared.celery_apps import make_celery
 from shared.keys import KeyStore, hash_key
-from shared.queue import make_celery
 from shared.settings import Settings
 from shared.storage import make_storage
 from tests.conftest import REDIS_HOST, REDIS_PORT
-from tests.helpers import ROCKET_JPG, free_port, start, stop, wait_until
 
 WORKER_START_S = 180
 

@@ -12,7 +12,7 @@ from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
 
 from shared import logs
-from shared.queue import make_celery
+from shared.celery_apps import make_celery
 from shared.settings import Settings
 from worker import health, metrics
 from worker.runtime import Runtime, worker_slots

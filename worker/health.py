@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import redis
 
 from shared import names
+from shared.redis_client import broker_client
 from shared.settings import Settings
 
 STATE_TTL_S = 24 * 3600  # tidy up after a worker that vanished without retiring
@@ -142,7 +143,7 @@ def liveness(obs: Observation, heartbeat_s: float, task_time_limit_s: float, sta
 
 def probe(settings: Settings, mode: str, hostname: str, queues: list[str], stall_s: float) -> Verdict:
     """Run one check against Redis. Liveness passes when Redis itself is unreachable: a restart cannot fix that."""
-    client = redis.Redis.from_url(settings.broker, socket_connect_timeout=3, socket_timeout=3)
+    client = broker_client(settings, socket_connect_timeout=3, socket_timeout=3)
     try:
         obs = observe(client, hostname, queues)
     except redis.RedisError as exc:

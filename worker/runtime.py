@@ -13,8 +13,9 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from shared import names, outbox, workers
+from shared.celery_apps import enqueue_segment, make_webhook_celery
 from shared.jobs import JobStore
-from shared.queue import enqueue_segment, make_webhook_celery
+from shared.redis_client import connect
 from shared.settings import Settings
 from shared.storage import make_storage
 from worker.device import Device
@@ -40,8 +41,7 @@ class Runtime:
     def __init__(self, settings: Settings, celery: Celery) -> None:
         self.settings = settings
         self.celery = celery
-        self.redis = redis.Redis.from_url(settings.redis_url, retry=REDIS_RETRY,
-                                          retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+        self.redis = connect(settings, retry=REDIS_RETRY, retry_on_error=[redis.ConnectionError, redis.TimeoutError])
         # START and FINISH write webhook events to the outbox; they go to the webhook queue, never held here.
         self.jobs = JobStore(self.redis, settings.retention_s, outbox.publisher(make_webhook_celery(settings),
                                                                                  self.redis), settings.lease_s)

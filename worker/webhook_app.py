@@ -15,7 +15,8 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
 from shared import logs, names, outbox
-from shared.queue import make_webhook_celery
+from shared.celery_apps import make_webhook_celery
+from shared.redis_client import connect
 from shared.settings import Settings
 from shared.storage import make_storage
 from worker.delivery import Deliverer
@@ -38,7 +39,7 @@ def pump(app: Celery, client: redis.Redis, stop: threading.Event) -> None:
 def create_webhook_app(settings: Settings) -> Celery:
     """The webhook Celery app with its delivery task and the retry pump."""
     app = make_webhook_celery(settings)
-    client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    client = connect(settings, health_check_interval=30)
     deliverer = Deliverer(settings, client, make_storage(settings))
     stop = threading.Event()
     logs.for_celery(settings.log_format)

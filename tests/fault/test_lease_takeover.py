@@ -11,7 +11,7 @@ import time
 import pytest
 
 from shared import names
-from shared.queue import make_celery
+from shared.celery_apps import make_celery
 from tests.helpers import wait_until
 from tests.ledger import check_ledger
 from tests.stack import SlowPhoto, new_stack, running, serve_slow_photo

@@ -11,11 +11,11 @@ from shutil import which
 import pytest
 import redis
 
+from harness.procs import free_port, wait_until
 from shared import names, outbox, webhooks
+from shared.celery_apps import make_webhook_celery
 from shared.keys import KeyStore, hash_key
-from shared.queue import make_webhook_celery
 from shared.webhooks import Event
-from tests.helpers import free_port, wait_until
 from tests.receiver import Receiver
 from tests.stack import new_stack
 

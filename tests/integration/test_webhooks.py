@@ -14,9 +14,9 @@ import pytest
 import redis
 
 from shared import names, outbox, webhooks
+from shared.celery_apps import make_webhook_celery
 from shared.jobs import JobStatus, JobStore, NewJob, new_id
 from shared.keys import hash_key
-from shared.queue import make_webhook_celery
 from shared.webhooks import Event
 from tests.helpers import ROCKET_JPG, b64, wait_until
 from tests.receiver import Receiver

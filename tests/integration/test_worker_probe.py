@@ -9,7 +9,7 @@ import sys
 import time
 
 from shared import names, workers
-from shared.queue import make_celery
+from shared.celery_apps import make_celery
 from tests.helpers import ROCKET_JPG, b64, wait_until
 
 

@@ -31,7 +31,7 @@ from packaging.requirements import Requirement
 from gateway.app import create_app
 from gateway.supervisor import gateway_command, worker_command
 from shared import names
-from shared.queue import make_celery
+from shared.celery_apps import make_celery
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -250,7 +250,7 @@ def test_ledger_holds_over_any_sequence_of_deaths_claims_and_stale_messages(rcli
 def test_the_heartbeat_renews_what_its_worker_holds_and_another_worker_claims_what_lapsed(redis_url, tmp_path):
     """Two worker runtimes on one Redis, their heartbeats driven by hand: a renewal in one call per beat, a claim
     by the other worker once the lease lapsed (re-published to the job's queue), the lost run dropped."""
-    from shared.queue import make_celery
+    from shared.celery_apps import make_celery
     from shared.settings import Settings
     from worker.runtime import Runtime
 

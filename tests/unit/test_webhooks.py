@@ -18,9 +18,9 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from gateway.app import create_app
 from shared import names, outbox, webhooks
+from shared.celery_apps import make_webhook_celery
 from shared.errors import UrlNotAllowed
 from shared.keys import KeyStore, hash_key
-from shared.queue import make_webhook_celery
 from shared.settings import Settings
 from worker.delivery import retry_after
 

@@ -1,4 +1,7 @@
-"""The Celery app both sides share: configuration only; the worker registers the tasks."""
+"""The two Celery apps (inference, webhook deliveries): configuration only; the worker registers the tasks.
+
+Both reach the broker the way every Redis client does (shared.redis_client): SAMQ_BROKER_URL, SAMQ_REDIS_URL, or
+kombu's Sentinel transport when SAMQ_REDIS_SENTINELS is set."""
 
 from __future__ import annotations
 
@@ -6,12 +9,13 @@ from celery import Celery
 from kombu import Queue
 
 from shared import logs, names
+from shared.redis_client import broker_transport_options, broker_url
 from shared.settings import Settings
 
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app configured for long GPU tasks on the Redis broker."""
-    app = Celery("samq", broker=settings.broker, set_as_current=False)
+    app = Celery("samq", broker=broker_url(settings), set_as_current=False)
     app.conf.update(
         task_queues=[Queue(q) for q in names.INFER_QUEUES],
         task_default_queue=names.QUEUE_NORMAL,
@@ -27,6 +31,7 @@ def make_celery(settings: Settings) -> Celery:
             "visibility_timeout": settings.visibility_timeout_s,
             # Poll the queues in the order given (high first) rather than round robin.
             "queue_order_strategy": "priority",
+            **broker_transport_options(settings),
         },
         task_serializer="json",
         accept_content=["json"],
@@ -36,7 +41,7 @@ def make_celery(settings: Settings) -> Celery:
 
 def make_webhook_celery(settings: Settings) -> Celery:
     """The webhook deliveries' Celery app, on its own broker keyspace: publishers and the webhook worker use it."""
-    app = Celery("samq-webhooks", broker=settings.broker, set_as_current=False)
+    app = Celery("samq-webhooks", broker=broker_url(settings), set_as_current=False)
     app.conf.update(
         task_queues=[Queue(names.QUEUE_WEBHOOKS)],
         task_default_queue=names.QUEUE_WEBHOOKS,
@@ -53,6 +58,7 @@ def make_webhook_celery(settings: Settings) -> Celery:
             "visibility_timeout": 2 * settings.webhook_timeout_s + 5,
             "unacked_restore_interval": 1,
             "unacked_restore_throttle": 1,
+            **broker_transport_options(settings),
         },
         task_serializer="json",
         accept_content=["json"],
