@@ -28,6 +28,7 @@ class RedisGroup:
         self.first_primary = free_port()
         self.replica_ports = [free_port() for _ in range(replicas)]
         self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        self.killed: list[int] = []
 
     def start(self) -> RedisGroup:
         """Start every process and wait until each Sentinel knows the primary, all replicas and the other Sentinels."""
@@ -82,6 +83,17 @@ class RedisGroup:
         proc = self.servers.pop(port)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+        self.killed.append(port)
+
+    def restart_killed(self) -> None:
+        """Start the killed servers again, empty, and wait until the Sentinels have made them replicas of the
+        primary and they are in sync with it."""
+        for port in self.killed:
+            self._server(port)
+        self.killed.clear()
+        primary = self.primary()
+        wait_until(lambda: self.replicas_of(primary) == len(self.replica_ports), 60, "the restarted server to "
+                   "become a replica", interval_s=0.2)
 
     def pause(self, port: int) -> None:
         """SIGSTOP one redis-server (it keeps its connections, answers nothing)."""
