@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.samq-installed
 PRESET ?=
 
-.PHONY: setup run test test-unit test-integration test-fault test-fault-long lint docs models bench clean
+.PHONY: setup run test test-unit test-deploy test-integration test-fault test-fault-long lint docs models bench clean
 
 # torch/torchvision first, pinned (they come from local disk on our machines), then samq, then sam2
 # without build isolation so it builds against that torch (no CUDA extension needed).
@@ -29,6 +29,10 @@ test: setup
 test-unit: setup
 	bash tests/ensure_redis.sh
 	$(PY) -m pytest tests/unit
+
+# The deployment files through their tools: kubectl kustomize renders the overlays, sh parses a script.
+test-deploy: setup
+	$(PY) -m pytest tests/deploy
 
 test-integration: setup
 	bash tests/ensure_redis.sh

@@ -18,8 +18,8 @@ import torch
 from common import record
 from PIL import Image
 
+from harness.photos import ASTRONAUT_PNG
 from shared.models import get_preset
-from tests.helpers import ASTRONAUT_PNG
 from worker.embedding import Embedder, EmbeddingCache
 from worker.models.sam import build_random_sam, load_sam
 

@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/x.py` imports this checkout's code
 
+from harness.photos import ROCKET_JPG  # noqa: E402  (640x427 JPEG photograph, public domain)
 from tests import stack as stack_module  # noqa: E402
-from tests.helpers import ROCKET_JPG  # noqa: E402  (640x427 JPEG photograph, public domain)
 from tests.stack import Stack, new_stack, running  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -167,7 +167,7 @@ def worker_figures(jobs: list[dict]) -> dict:
 
 def wait_jobs(stack: Stack, key: str, ids: list[str], timeout_s: float = 1800) -> list[dict]:
     """Poll until every job has ended; all must have succeeded."""
-    from tests.helpers import wait_until
+    from harness.procs import wait_until
 
     def done():
         jobs = [stack.get(f"/v1/jobs/{i}", key).json() for i in ids]

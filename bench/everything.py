@@ -20,8 +20,8 @@ import torch
 from common import record
 from PIL import Image
 
+from harness.photos import ROCKET_JPG
 from shared.settings import Settings
-from tests.helpers import ROCKET_JPG
 from worker import pipeline
 from worker.inputs import Picture
 from worker.metrics import Timings, timing

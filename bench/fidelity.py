@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/fi
 
 from sam2.sam2_image_predictor import SAM2ImagePredictor  # noqa: E402
 
+from harness.photos import ASTRONAUT_PNG, CHELSEA_PNG, ROCKET_JPG  # noqa: E402
 from shared.images import load_rgb  # noqa: E402
 from shared.settings import Settings  # noqa: E402
-from tests.helpers import ASTRONAUT_PNG, CHELSEA_PNG, ROCKET_JPG  # noqa: E402
 from worker import pipeline, render  # noqa: E402
 from worker.device import Device  # noqa: E402
 from worker.embedding import Embedder, EmbeddingCache  # noqa: E402

@@ -73,7 +73,7 @@ SMOKE = Config("tiny-random", "tiny", "cpu", (160, 120), 1, 0, 2, "eager", 600.0
 
 def photos(cfg: Config, count: int) -> list[bytes]:
     """Distinct JPEGs at the configured size: real photos, shifted and tinted so no two images hash alike."""
-    from tests.helpers import ASTRONAUT_PNG, CHELSEA_PNG, ROCKET_JPG
+    from harness.photos import ASTRONAUT_PNG, CHELSEA_PNG, ROCKET_JPG
 
     sources = [np.asarray(Image.open(p).convert("RGB").resize(cfg.size)) for p in (ROCKET_JPG, ASTRONAUT_PNG,
                                                                                     CHELSEA_PNG)]

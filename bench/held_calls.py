@@ -21,7 +21,8 @@ from pathlib import Path
 import requests
 from PIL import Image
 
-from tests.helpers import ROCKET_JPG, wait_until
+from harness.photos import ROCKET_JPG
+from harness.procs import wait_until
 from tests.ledger import check_ledger, job_summary
 from tests.stack import new_stack, running
 

@@ -37,7 +37,7 @@ from common import (
 )
 from PIL import Image
 
-from tests.helpers import ASTRONAUT_PNG, ROCKET_JPG  # noqa: I001  (after common: this checkout first)
+from harness.photos import ASTRONAUT_PNG, ROCKET_JPG  # noqa: I001  (after common: this checkout first)
 
 SIZES = {"1080p": (1920, 1080), "12MP": (4032, 3024)}
 # Frames worth reporting in a worker's profile: ours, the models' and the codecs'.

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from harness.photos import ROCKET_JPG as PHOTO
 from shared.settings import Settings
-from tests.helpers import ROCKET_JPG as PHOTO
 from worker import pipeline, sam3_pipeline
 from worker.embedding import EmbeddingCache
 from worker.inputs import Picture

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import requests
 
-from tests.helpers import free_port, start, stop, wait_until
+from harness.procs import free_port, start, stop, wait_until
 from tests.stack import new_stack
 
 ROOT = Path(__file__).resolve().parents[1]

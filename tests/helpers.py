@@ -1,89 +1,36 @@
-"""Small helpers the test suites share: ports, waiting, processes, real photographs."""
+"""Helpers of the test suites alone: waiting for a job or a batch through the API, loading a bench/ script, a
+device gate. What the benchmarks share with the tests is in harness/."""
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import importlib.util
-import io
-import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from types import ModuleType
 
-import skimage
-from PIL import Image
+from harness.procs import wait_until
 
-# Real photographs shipped inside scikit-image (see tests/PHOTOS.md for their licences).
-PHOTO_DIR = Path(skimage.__file__).parent / "data"
-ROCKET_JPG = PHOTO_DIR / "rocket.jpg"  # 640x427 JPEG photograph, NASA, public domain
-ASTRONAUT_PNG = PHOTO_DIR / "astronaut.png"  # 512x512 RGB PNG photograph, NASA, public domain
-CHELSEA_PNG = PHOTO_DIR / "chelsea.png"  # 451x300 PNG photograph of a cat, CC0
+ENDED = ("succeeded", "failed", "canceled")  # the statuses a job ends in
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def wait_for_job(stack: object, key: str, job_id: str, states: Collection[str] = ENDED, timeout_s: float = 120,
+                 what: str | None = None, interval_s: float = 0.1,
+                 where: Callable[[dict], object] | None = None) -> dict:
+    """Poll GET /v1/jobs/{job_id} on `stack` (a harness.stack.Stack) until the job's status is one of `states` (and
+    `where(job)` holds, when given); the job as the API shows it. TimeoutError after `timeout_s`."""
+    def check() -> dict | None:
+        job = stack.get(f"/v1/jobs/{job_id}", key).json()
+        return job if job["status"] in states and (where is None or where(job)) else None
+
+    return wait_until(check, timeout_s, what or f"job {job_id} to be {' or '.join(states)}", interval_s=interval_s)
 
 
-def wait_until(check: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.1) -> object:
-    """Poll `check` until it returns something truthy."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except Exception:
-            value = None
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """Start a service process in its own process group, output to a log file."""
-    fh = log.open("ab")
-    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 20) -> None:
-    """Stop a process group, escalating to SIGKILL."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, sig)
-        proc.wait(timeout=timeout_s)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def b64(path: Path) -> str:
-    """A file as base64 text."""
-    return base64.b64encode(path.read_bytes()).decode()
-
-
-def jpeg_bytes(image: Image.Image, **save: object) -> bytes:
-    """Encode an image as JPEG."""
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, "JPEG", **save)
-    return buf.getvalue()
-
-
-def open_image(data: bytes) -> Image.Image:
-    """Decode bytes to a loaded PIL image."""
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    return img
+def wait_for_batch(stack: object, key: str, batch_id: str, timeout_s: float = 180, interval_s: float = 0.2) -> dict:
+    """Poll GET /v1/batches/{batch_id} until the batch is completed (every job in it ended); the batch."""
+    return wait_until(lambda: (b := stack.get(f"/v1/batches/{batch_id}", key).json())["status"] == "completed" and b,
+                      timeout_s, f"batch {batch_id} to complete", interval_s=interval_s)
 
 
 def load_bench(name: str) -> ModuleType:
@@ -108,3 +55,4 @@ class Gated:
         if self.calls == 1:
             assert self.gate.wait(30)
         return self.models
+

@@ -7,7 +7,7 @@ import contextlib
 import socket
 import threading
 
-from tests.helpers import free_port
+from harness.procs import free_port
 
 
 class TcpProxy:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import jpeg_bytes
+from harness.photos import jpeg_bytes
 from tests.stack import Stack, new_stack, running, serve_slow_photo
 
 

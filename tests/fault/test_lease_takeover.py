@@ -10,9 +10,10 @@ import time
 
 import pytest
 
+from harness.procs import wait_until
 from shared import names
 from shared.celery_apps import make_celery
-from tests.helpers import wait_until
+from tests.helpers import wait_for_job
 from tests.ledger import check_ledger
 from tests.stack import SlowPhoto, new_stack, running, serve_slow_photo
 
@@ -72,8 +73,8 @@ def test_a_killed_workers_job_is_taken_over_by_the_other_within_30_s(two_workers
     for trial in range(trials):
         job_id = stack.post("/v1/jobs", {"image": f"{stack.image_base}/t{trial}.jpg", "coordinates": "[100,100]"},
                             key).json()["id"]
-        job = wait_until(lambda i=job_id: (j := _job(stack, key, i))["status"] == "running" and j.get("worker") and j,
-                         120, "the job to start", interval_s=0.05)
+        job = wait_for_job(stack, key, job_id, ("running",), 120, "the job to start", interval_s=0.05,
+                           where=lambda j: j.get("worker"))
         holder = job["worker"]
         assert holder.split("@")[0] in ("wa", "wb") and job["attempts"] == 1
         if trial == 0:  # a job running longer than its lease keeps it while its worker's heartbeat runs
@@ -84,8 +85,8 @@ def test_a_killed_workers_job_is_taken_over_by_the_other_within_30_s(two_workers
         victim = holder.split("@")[0]
         stack.kill(victim)
         killed_at = time.monotonic()
-        final = wait_until(lambda i=job_id: (j := _job(stack, key, i))["status"] in ("succeeded", "failed") and j,
-                           120, "the job to be taken over", interval_s=0.05)
+        final = wait_for_job(stack, key, job_id, ("succeeded", "failed"), 120, "the job to be taken over",
+                             interval_s=0.05)
         recovery.append(time.monotonic() - killed_at)
         assert final["status"] == "succeeded" and final["attempts"] == 2, final
         assert final["worker"] != holder and final["worker"].split("@")[0] in ("wa", "wb"), final

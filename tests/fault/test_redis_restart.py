@@ -13,7 +13,8 @@ import redis
 import requests
 from PIL import Image
 
-from tests.helpers import ROCKET_JPG, free_port, jpeg_bytes, start, stop, wait_until
+from harness.photos import ROCKET_JPG, jpeg_bytes
+from harness.procs import free_port, start, stop, wait_until
 from tests.ledger import check_ledger, job_summary
 from tests.stack import new_stack, running
 

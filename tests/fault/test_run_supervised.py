@@ -17,7 +17,7 @@ import requests
 
 from gateway import supervisor
 from gateway.supervisor import Child, GaveUp, supervise_once
-from tests.helpers import free_port, wait_until
+from harness.procs import free_port, wait_until
 from tests.ledger import check_ledger
 
 SAMQ = Path(sys.executable).parent / "samq"

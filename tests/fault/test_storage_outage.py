@@ -10,7 +10,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.helpers import ROCKET_JPG, wait_until
+from harness.photos import ROCKET_JPG
+from tests.helpers import wait_for_job
 from tests.ledger import check_ledger
 from tests.proxy import TcpProxy
 from tests.stack import new_stack, running, start_s3_server
@@ -38,8 +39,7 @@ def test_s3_outage_mid_job_is_ridden_out_and_gateway_answers_503_meanwhile(tmp_p
         with running(stack, {"w1": {}}):
             key = stack.new_key(5)
             job_id = stack.post("/v1/jobs", {"image": slow_image, "coordinates": "[3000,2000]"}, key).json()["id"]
-            wait_until(lambda: stack.get(f"/v1/jobs/{job_id}", key).json()["status"] == "running", 120,
-                       "the job to start", interval_s=0.02)
+            wait_for_job(stack, key, job_id, ("running",), 120, "the job to start", interval_s=0.02)
             proxy.down()
             down_at = time.monotonic()
             refused = stack.post("/v1/jobs", IMAGE, key, timeout=60)  # the gateway cannot store the input
@@ -48,8 +48,7 @@ def test_s3_outage_mid_job_is_ridden_out_and_gateway_answers_503_meanwhile(tmp_p
             time.sleep(max(0.0, outage_s - (time.monotonic() - down_at)))
             proxy.up()
             up_at = time.monotonic()
-            final = wait_until(lambda: (j := stack.get(f"/v1/jobs/{job_id}", key).json())["status"] in (
-                "succeeded", "failed") and j, 240, "the job to end", interval_s=0.2)
+            final = wait_for_job(stack, key, job_id, ("succeeded", "failed"), 240, "the job to end", interval_s=0.2)
             assert final["status"] == "succeeded", final
             assert stack.get(f"/v1/jobs/{job_id}/result", key).status_code == 200
             assert stack.balance(key) == 4
@@ -69,8 +68,7 @@ def test_unwritable_file_storage_fails_cleanly_and_refunds(tmp_path, fault_model
         # permission error or a full disk would (the tests run as root, so chmod would not stop a write).
         (root / "results").write_bytes(b"")
         job_id = stack.post("/v1/jobs", IMAGE, key).json()["id"]
-        final = wait_until(lambda: (j := stack.get(f"/v1/jobs/{job_id}", key).json())["status"] in (
-            "succeeded", "failed") and j, 120, "the job to end", interval_s=0.2)
+        final = wait_for_job(stack, key, job_id, ("succeeded", "failed"), 120, "the job to end", interval_s=0.2)
         assert final["status"] == "failed" and final["attempts"] == 2 and final["error"]["code"] == "internal_error"
         assert stack.balance(key) == 5  # refunded
         # The same for the gateway's input write: 503, nothing charged, no job left behind.

@@ -11,9 +11,10 @@ import time
 import pytest
 import requests
 
+from harness.procs import wait_until
 from shared import names
 from tests.fault.conftest import SLOW_FETCH_S
-from tests.helpers import wait_until
+from tests.helpers import wait_for_job
 from tests.ledger import check_ledger
 
 pytestmark = pytest.mark.timeout(300)
@@ -24,8 +25,8 @@ def _status(stack, key, job_id):
 
 
 def _wait_running(stack, key, job_id, attempt):
-    wait_until(lambda: (j := _status(stack, key, job_id))["status"] == "running" and j["attempts"] == attempt,
-               120, f"attempt {attempt} running", interval_s=0.01)
+    wait_for_job(stack, key, job_id, ("running",), 120, f"attempt {attempt} running", interval_s=0.01,
+                 where=lambda j: j["attempts"] == attempt)
 
 
 def _kill_while_running(stack, key, job_id, worker, attempt):
@@ -34,8 +35,7 @@ def _kill_while_running(stack, key, job_id, worker, attempt):
 
 
 def _final(stack, key, job_id, what="the job to end"):
-    return wait_until(lambda: (j := _status(stack, key, job_id))["status"] in ("succeeded", "failed") and j,
-                      180, what, interval_s=0.1)
+    return wait_for_job(stack, key, job_id, ("succeeded", "failed"), 180, what)
 
 
 @pytest.mark.parametrize("trials", [pytest.param(5, marks=pytest.mark.timeout(600)),
@@ -102,7 +102,7 @@ def test_gateway_killed_while_a_client_waits_loses_nothing(fault_stack, slow_ima
     waiting.join(timeout=30)
     assert answers and isinstance(answers[0], requests.ConnectionError)  # the client saw the gateway die
     fault_stack.start_gateway()  # on the same port
-    final = wait_until(lambda: (j := _status(fault_stack, key, job_id))["status"] == "succeeded" and j, 120, "job")
+    final = wait_for_job(fault_stack, key, job_id, ("succeeded",), 120, "job")
     assert final["attempts"] == 1 and fault_stack.balance(key) == 4  # the work was done, and paid, once
     check_ledger(fault_stack.redis, {key: 5})
 

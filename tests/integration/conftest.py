@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from tests.helpers import ASTRONAUT_PNG, ROCKET_JPG, free_port
+from harness.photos import ASTRONAUT_PNG, ROCKET_JPG
+from harness.procs import free_port
 from tests.stack import Stack, new_stack, running, serve_directory, start_s3_server
 
 MAIN_DB = 14

@@ -8,7 +8,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from tests.helpers import wait_until
+from harness.procs import wait_until
+from tests.helpers import wait_for_job
 
 
 def _png(seed: int, size=(160, 120)) -> str:
@@ -19,8 +20,7 @@ def _png(seed: int, size=(160, 120)) -> str:
 
 
 def _areas(st, key, ids):
-    jobs = [wait_until(lambda i=i: (j := st.get(f"/v1/jobs/{i}", key).json())["status"] == "succeeded" and j,
-                       60, "job") for i in ids]
+    jobs = [wait_for_job(st, key, i, ("succeeded",), 60) for i in ids]
     return [j["objects"][0]["area"] for j in jobs]
 
 

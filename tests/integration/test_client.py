@@ -22,7 +22,8 @@ from PIL import Image
 from samq_client import Client
 from samq_client.batch import STATE_FILE
 
-from tests.helpers import ASTRONAUT_PNG, CHELSEA_PNG, PHOTO_DIR, ROCKET_JPG, free_port, open_image, wait_until
+from harness.photos import ASTRONAUT_PNG, CHELSEA_PNG, PHOTO_DIR, ROCKET_JPG, open_image
+from harness.procs import free_port, wait_until
 
 ROOT = Path(__file__).parents[2]
 CLIENT_DIR = ROOT / "client"

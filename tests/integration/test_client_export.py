@@ -9,7 +9,7 @@ import shutil
 from PIL import Image
 from pycocotools.coco import COCO
 
-from tests.helpers import ASTRONAUT_PNG, CHELSEA_PNG, ROCKET_JPG
+from harness.photos import ASTRONAUT_PNG, CHELSEA_PNG, ROCKET_JPG
 from tests.integration.test_client import cli
 
 SMALL = json.dumps({"points_per_side": 4, "pred_iou_thresh": 0, "stability_score_thresh": 0, "multimask": False})

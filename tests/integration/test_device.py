@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.photos import ASTRONAUT_PNG
+from harness.procs import wait_until
 from shared.errors import InvalidRequest
 from shared.settings import Settings
-from tests.helpers import ASTRONAUT_PNG, Gated, wait_until
+from tests.helpers import Gated
 from worker import pipeline
 from worker.device import Device
 from worker.embedding import Embedder, EmbeddingCache

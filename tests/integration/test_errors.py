@@ -9,7 +9,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.helpers import ROCKET_JPG, b64
+from harness.photos import ROCKET_JPG, b64
 
 ENDPOINT = "/v1/sam-v2-image"
 

@@ -14,7 +14,8 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 
-from tests.helpers import ASTRONAUT_PNG, CHELSEA_PNG, ROCKET_JPG, b64, wait_until
+from harness.photos import ASTRONAUT_PNG, CHELSEA_PNG, ROCKET_JPG, b64
+from tests.helpers import wait_for_batch, wait_for_job
 
 # Random weights: thresholds 0 keep masks, no NMS keeps the grid's duplicates, one candidate per point is fast.
 EVERYTHING = {"points_per_side": 4, "pred_iou_thresh": 0, "stability_score_thresh": 0, "box_nms_thresh": 1,
@@ -25,18 +26,13 @@ def _rle_mask(rle):
     return coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
 
 
-def _job(stack, key, job_id):
-    return wait_until(lambda: (j := stack.get(f"/v1/jobs/{job_id}", key).json())["status"] in
-                      ("succeeded", "failed", "canceled") and j, 120, "job", interval_s=0.1)
-
-
 def test_an_everything_job_finds_masks_whose_areas_match_their_rle_at_its_own_price(stack):
     key = stack.new_key(10)
     r = stack.post("/v1/jobs", {"image": b64(ASTRONAUT_PNG), "everything": EVERYTHING,
                                 "outputs": ["json", "mask_png"]}, key)
     assert r.status_code == 202, r.text
     assert r.headers["x-remaining-credits"] == "6"  # SAMQ_COST_EVERYTHING, default 4
-    job = _job(stack, key, r.json()["id"])
+    job = wait_for_job(stack, key, r.json()["id"])
     assert job["status"] == "succeeded", job
     doc = json.loads(stack.get(f"/v1/jobs/{job['id']}/result?output=json", key).content)
     assert (doc["width"], doc["height"]) == (512, 512) and 1 <= len(doc["objects"]) <= 16
@@ -54,11 +50,6 @@ def test_an_everything_job_finds_masks_whose_areas_match_their_rle_at_its_own_pr
     assert stack.balance(key) == 6
 
 
-def _wait_batch(stack, key, batch_id):
-    return wait_until(lambda: (b := stack.get(f"/v1/batches/{batch_id}", key).json())["status"] == "completed" and b,
-                      180, "batch", interval_s=0.2)
-
-
 @pytest.fixture(scope="module")
 def finished_batch(stack, image_host):
     """A batch of four: a click (mask_png only), two boxes on a URL image, everything, and a missing URL."""
@@ -73,7 +64,7 @@ def finished_batch(stack, image_host):
     ]
     r = stack.post("/v1/batches", {"items": items}, key)
     assert r.status_code == 202, r.text
-    batch = _wait_batch(stack, key, r.json()["id"])
+    batch = wait_for_batch(stack, key, r.json()["id"])
     jobs = [stack.get(f"/v1/jobs/{i}", key).json() for i in r.json()["job_ids"]]
     assert [j["status"] for j in jobs] == ["succeeded", "succeeded", "succeeded", "failed"], jobs
     assert stack.balance(key) == 20 - 6  # each item its own cost; the failed one refunded

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from harness.photos import ROCKET_JPG
 from shared.settings import Settings
-from tests.helpers import ROCKET_JPG, load_bench
+from tests.helpers import load_bench
 from worker.models.registry import load_models
 
 

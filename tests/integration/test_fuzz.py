@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
+from harness.procs import free_port
 from tests.stack import Stack
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import ROCKET_JPG, b64, jpeg_bytes, open_image, wait_until
+from harness.photos import ROCKET_JPG, b64, jpeg_bytes, open_image
+from harness.procs import wait_until
 
 
 def _poll(stack, key, job_id, timeout_s=60):

@@ -11,7 +11,8 @@ import requests
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from tests.helpers import ASTRONAUT_PNG, ROCKET_JPG, b64, wait_until
+from harness.photos import ASTRONAUT_PNG, ROCKET_JPG, b64
+from tests.helpers import wait_for_job
 
 ALL = ["overlay_jpeg", "mask_png", "cutout_png", "json"]
 
@@ -20,8 +21,7 @@ def _finish(stack, key, body):
     r = stack.post("/v1/jobs", body, key)
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
-    return wait_until(lambda: (j := stack.get(f"/v1/jobs/{job_id}", key).json())["status"] in
-                      ("succeeded", "failed") and j, 60, "job", interval_s=0.05)
+    return wait_for_job(stack, key, job_id, ("succeeded", "failed"), 60, interval_s=0.05)
 
 
 def _download(url):

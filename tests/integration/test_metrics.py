@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,8 +18,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.supervisor import gateway_command
+from harness.photos import ROCKET_JPG, b64
+from harness.procs import free_port, start, stop, wait_until
 from shared import names
-from tests.helpers import ROCKET_JPG, b64, free_port, start, stop, wait_until
 from tests.stack import Stack
 
 HEALTHZ = ("samq_requests_total", (("method", "GET"), ("route", "/healthz"), ("status", "200")))
@@ -159,3 +162,14 @@ def test_a_gateway_in_json_mode_writes_only_json_lines(stack, tmp_path):
     assert len(access) == 1 and access[0]["request_id"] == "r-1" and access[0]["job_id"] == "j-1"
     assert access[0]["status"] == 401 and isinstance(access[0]["duration_ms"], int | float)
     assert access[0]["duration_ms"] < 10_000  # milliseconds, not seconds or microseconds
+
+
+def test_gunicorn_config_starts_from_zero_in_multiprocess_mode(tmp_path):
+    (tmp_path / "counter_123.db").write_bytes(b"stale")
+    (tmp_path / "notes.txt").write_text("kept")
+    code = ("import os, gateway.gunicorn_conf as c; c.on_starting(None); from prometheus_client import values; "
+            "print(os.environ['PROMETHEUS_MULTIPROC_DIR'], values.ValueClass.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "SAMQ_METRICS_DIR": str(tmp_path)},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(tmp_path.resolve()), "MmapedValue"]  # prometheus-client counts in files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

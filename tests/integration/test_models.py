@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
 
+from harness.photos import ASTRONAUT_PNG, ROCKET_JPG, jpeg_bytes
 from shared.images import load_rgb
 from shared.models import get_preset
 from shared.settings import Settings
-from tests.helpers import ASTRONAUT_PNG, ROCKET_JPG, jpeg_bytes
 from worker import pipeline
 from worker.embedding import Embedder, EmbeddingCache
 from worker.models.registry import load_models, resolve_dtype

@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.helpers import ASTRONAUT_PNG, ROCKET_JPG, open_image, wait_until
+from harness.photos import ASTRONAUT_PNG, ROCKET_JPG, open_image
+from harness.procs import wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

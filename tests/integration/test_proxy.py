@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import free_port, start, stop, wait_until
+from harness.procs import free_port, start, stop, wait_until
 
 _spec = importlib.util.spec_from_file_location("deploy_validate", Path(__file__).parents[2] / "deploy" / "validate.py")
 validate = importlib.util.module_from_spec(_spec)

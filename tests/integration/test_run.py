@@ -13,7 +13,8 @@ import psutil
 import pytest
 import requests
 
-from tests.helpers import ROCKET_JPG, b64, free_port, wait_until
+from harness.photos import ROCKET_JPG, b64
+from harness.procs import free_port, wait_until
 
 SAMQ = Path(sys.executable).parent / "samq"
 

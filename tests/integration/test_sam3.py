@@ -16,9 +16,11 @@ import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
 
+from harness.photos import ASTRONAUT_PNG
+from harness.procs import wait_until
 from shared.errors import InvalidRequest, ModelsMissing
 from shared.settings import Settings
-from tests.helpers import ASTRONAUT_PNG, Gated, wait_until
+from tests.helpers import Gated
 from worker import pipeline, sam3_pipeline
 from worker.device import Device
 from worker.embedding import EmbeddingCache

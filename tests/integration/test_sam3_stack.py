@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import io
 import json
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from tests.helpers import ASTRONAUT_PNG, b64
+from harness.photos import ASTRONAUT_PNG, b64
+from tests.helpers import wait_for_job
 from tests.stack import Stack, new_stack, running
 
 pytestmark = pytest.mark.timeout(600)
@@ -24,16 +24,6 @@ def sam3_stack(tmp_path_factory, redis_server) -> Stack:
                    SAMQ_MODELS="tiny-random-sam3", SAMQ_BOX_THRESHOLD="0")
     with running(st, {"w3": {}}):
         yield st
-
-
-def _wait(stack: Stack, key: str, job_id: str) -> dict:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        job = stack.get(f"/v1/jobs/{job_id}", key).json()
-        if job["status"] in ("succeeded", "failed", "canceled"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish")
 
 
 def _masks(stack: Stack, key: str, job: dict) -> list[dict]:
@@ -50,7 +40,7 @@ def test_sam3_end_to_end(sam3_stack):
     r = st.post("/v1/jobs", {"image": image, "prompt": ["boy", "dog"], "max_objects": 6}, key)
     assert r.status_code == 202, r.text
     assert r.json()["model"] == "tiny-random-sam3"
-    text = _wait(st, key, r.json()["id"])
+    text = wait_for_job(st, key, r.json()["id"], interval_s=0.2)
     assert text["status"] == "succeeded" and text["model"] == "tiny-random-sam3", text
     assert len(text["objects"]) == 6 and {o["label"] for o in text["objects"]} <= {"boy", "dog"}
     assert text["embedding"] == "computed" and text["timings"].get("detect_ms", 0) == 0  # no detector
@@ -60,12 +50,12 @@ def test_sam3_end_to_end(sam3_stack):
     r = st.post("/v1/jobs", {"image": image, "exemplars": [[40, 60, 260, 330]], "max_objects": 3,
                              "negative_exemplars": [[300, 300, 480, 500]]}, key)
     assert r.status_code == 202, r.text
-    exemplars = _wait(st, key, r.json()["id"])
+    exemplars = wait_for_job(st, key, r.json()["id"], interval_s=0.2)
     assert exemplars["status"] == "succeeded" and exemplars["embedding"] == "cached"  # same image: no encoder
     assert [o["label"] for o in exemplars["objects"]] == ["exemplar"] * 3
 
     r = st.post("/v1/jobs", {"image": image, "boxes": [[10, 10, 200, 200], [50, 50, 300, 300]]}, key)
-    boxes = _wait(st, key, r.json()["id"])
+    boxes = wait_for_job(st, key, r.json()["id"], interval_s=0.2)
     assert boxes["status"] == "succeeded" and [o["label"] for o in boxes["objects"]] == ["box", "box"]
 
     r = st.post("/v1/sam-v2-image", {"image": image, "prompt": "boy"}, key)  # the drop-in answers its JPEG

@@ -7,7 +7,8 @@ import base64
 import numpy as np
 from PIL import Image
 
-from tests.helpers import ASTRONAUT_PNG, ROCKET_JPG, b64, jpeg_bytes, open_image
+from harness.photos import ASTRONAUT_PNG, ROCKET_JPG, b64, jpeg_bytes, open_image
+from tests.helpers import wait_for_job
 
 ENDPOINT = "/v1/sam-v2-image"
 
@@ -106,7 +107,6 @@ def test_json_without_content_type_and_multipart_upload(stack, key):
 
 
 def test_a_call_that_outlives_the_sync_timeout_answers_202_and_keeps_running(impatient_stack):
-    from tests.helpers import wait_until
 
     st = impatient_stack
     key = st.new_key(3)
@@ -120,8 +120,7 @@ def test_a_call_that_outlives_the_sync_timeout_answers_202_and_keeps_running(imp
     job = r.json()
     assert job["status"] in ("queued", "running") and job["urls"]["self"] == r.headers["Location"]
     assert r.headers["x-job-id"] == job["id"]
-    final = wait_until(lambda: (j := st.get(f"/v1/jobs/{job['id']}", key).json())["status"] == "succeeded" and j,
-                       120, "the job to finish")
+    final = wait_for_job(st, key, job["id"], ("succeeded",), 120, "the job to finish")
     result = st.get(f"/v1/jobs/{final['id']}/result", key)
     assert result.status_code == 200 and open_image(result.content).size == (6000, 4000)
     assert st.balance(key) == 2

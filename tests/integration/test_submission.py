@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.photos import ROCKET_JPG, b64
+from harness.procs import wait_until
 from shared import names
 from shared.storage import make_storage
-from tests.helpers import ROCKET_JPG, b64, wait_until
+from tests.helpers import wait_for_batch, wait_for_job
 from tests.stack import new_stack, running, serve_slow_photo
 
 
@@ -31,11 +33,6 @@ FLAT = _b64png(Image.new("RGB", (32, 32), (90, 140, 200)))  # about 100 bytes: a
 
 def _job(prompt_or_point="[10,10]", **extra) -> dict:
     return {"image": SMALL, "coordinates": prompt_or_point, "outputs": ["json"], **extra}
-
-
-def _wait_terminal(st, key, job_id, timeout_s=60) -> dict:
-    return wait_until(lambda: (j := st.get(f"/v1/jobs/{job_id}", key).json())["status"]
-                      in ("succeeded", "failed", "canceled") and j, timeout_s, f"job {job_id}")
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +145,7 @@ def test_finished_jobs_leave_no_waiting_entry(stack):
     key = stack.new_key(5)
     ids = [stack.post("/v1/jobs", _job(), key).json()["id"] for _ in range(4)]
     for job_id in ids:
-        assert _wait_terminal(stack, key, job_id)["status"] == "succeeded"
+        assert wait_for_job(stack, key, job_id, timeout_s=60)["status"] == "succeeded"
     waiting = {m.decode() for q in names.INFER_QUEUES for m in stack.redis.zrange(names.waiting(q), 0, -1)}
     assert not waiting & set(ids)
     assert not {m.decode() for m in stack.redis.zrange(names.UNSENT, 0, -1)} & set(ids)
@@ -159,8 +156,7 @@ def test_a_batch_runs_to_completion(stack):
     r = stack.post("/v1/batches", {"items": [_job(), _job("[5,5]"), {**_job(), "image": b64(ROCKET_JPG)}]}, key)
     assert r.status_code == 202, r.text
     batch_id = r.json()["id"]
-    done = wait_until(lambda: (b := stack.get(f"/v1/batches/{batch_id}", key).json())["status"] == "completed" and b,
-                      90, "batch")
+    done = wait_for_batch(stack, key, batch_id, 90, interval_s=0.1)
     assert done["counts"]["succeeded"] == 3 and done["finished_at"] and stack.balance(key) == 0
     assert {j["status"] for j in done["jobs"]} == {"succeeded"}
 
@@ -173,8 +169,8 @@ def test_high_priority_jumps_thirty_queued_low_jobs(batch_stack):
     assert high["priority"] == "high"
     batch_stack.start_worker("wprio", SAMQ_MAX_BATCH="1")
     try:
-        high_done = _wait_terminal(batch_stack, key, high["id"], 120)
-        last_low = _wait_terminal(batch_stack, key, low["job_ids"][-1], 180)
+        high_done = wait_for_job(batch_stack, key, high["id"], timeout_s=120)
+        last_low = wait_for_job(batch_stack, key, low["job_ids"][-1], timeout_s=180)
         assert high_done["started_at"] < last_low["started_at"]
     finally:
         batch_stack.procs.pop("wprio").kill()
@@ -202,10 +198,10 @@ def _s3_objects(st, job_id: str) -> list[str]:
 def test_cancel_a_running_job_uploads_nothing_and_refunds(short):
     key = short.new_key(2)
     job = short.post("/v1/jobs", {"image": short.slow_url, "coordinates": "[100,100]"}, key).json()
-    wait_until(lambda: short.get(f"/v1/jobs/{job['id']}", key).json()["status"] == "running", 30, "running")
+    wait_for_job(short, key, job["id"], ("running",), 30, "running")
     r = short.post(f"/v1/jobs/{job['id']}/cancel", {}, key)
     assert r.status_code == 202 and r.json()["cancel_requested"] is True and r.json()["status"] == "running"
-    done = _wait_terminal(short, key, job["id"])
+    done = wait_for_job(short, key, job["id"], timeout_s=60)
     assert done["status"] == "canceled" and done["outputs"] == []
     assert short.balance(key) == 2
     assert _s3_objects(short, job["id"]) == []  # no result was uploaded after the cancel
@@ -214,7 +210,7 @@ def test_cancel_a_running_job_uploads_nothing_and_refunds(short):
 def test_retention_expires_records_and_sweeps_stored_objects(short):
     key = short.new_key(2)
     job = short.post("/v1/jobs", {"image": b64(ROCKET_JPG), "coordinates": "[100,100]"}, key).json()
-    assert _wait_terminal(short, key, job["id"])["status"] == "succeeded"
+    assert wait_for_job(short, key, job["id"], timeout_s=60)["status"] == "succeeded"
     objects = _s3_objects(short, job["id"])
     assert any(k.startswith("inputs/") for k in objects) and any(k.startswith("results/") for k in objects)
     wait_until(lambda: not _s3_objects(short, job["id"]), 30, "the sweep to delete the job's objects")

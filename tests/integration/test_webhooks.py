@@ -6,19 +6,24 @@ Signatures are checked with the standardwebhooks package, not with our own code.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
 
+from harness.photos import ROCKET_JPG, b64
+from harness.procs import wait_until
 from shared import names, outbox, webhooks
 from shared.celery_apps import make_webhook_celery
 from shared.jobs import JobStatus, JobStore, NewJob, new_id
 from shared.keys import hash_key
 from shared.webhooks import Event
-from tests.helpers import ROCKET_JPG, b64, wait_until
 from tests.receiver import Receiver
 
 SCHEDULE = (0, 1, 2)
@@ -285,3 +290,12 @@ def test_gpu_worker_keeps_working_while_every_receiver_hangs(stack, key, receive
     print(f"\nfigures: 2 jobs (with webhooks) succeeded in {elapsed:.1f} s while 40+ receivers hang for 30 s")
     assert elapsed < 20  # had a delivery held the GPU worker, one hang alone would take 30 s
     assert stack.redis.zcard(names.OUTBOX) == 0  # the jobs' events were handed over at once
+
+
+def test_the_webhook_worker_loads_no_model_code():
+    probe = ("import sys, worker.webhook_app as w; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'sam2'}), "
+             "w.app.conf.broker_transport_options['global_keyprefix'])")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}).stdout.split()
+    assert out == ["[]", names.WEBHOOK_BROKER_PREFIX]

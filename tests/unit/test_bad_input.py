@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.photos import ROCKET_JPG
 from shared import names, workers
 from shared.keys import KeyStore, hash_key
-from tests.helpers import ROCKET_JPG
 from tests.unit.gateway_app import make_app
 
 CREDITS = 1000

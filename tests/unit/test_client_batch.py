@@ -12,7 +12,7 @@ from samq_client import Client, SamqError
 from samq_client import batch as batch_mod
 from samq_client.batch import BatchRun, State, Wakeup
 
-from tests.helpers import ASTRONAUT_PNG, CHELSEA_PNG, ROCKET_JPG
+from harness.photos import ASTRONAUT_PNG, CHELSEA_PNG, ROCKET_JPG
 
 SETTINGS = {"prompt": "cat", "outputs": None, "priority": "normal"}
 

@@ -22,7 +22,8 @@ from samq_client import Client, verify_webhook
 from samq_client.cli import main as cli_main
 from samq_client.webhooks import sign
 
-from tests.helpers import ROCKET_JPG, free_port
+from harness.photos import ROCKET_JPG
+from harness.procs import free_port
 from worker.pipeline import Object
 from worker.tasks import summary
 

@@ -10,8 +10,8 @@ import pytest
 from samq_client import errors as client_errors
 
 from gateway import errors as gateway_errors
+from harness.procs import free_port
 from shared import errors as shared_errors
-from tests.helpers import free_port
 from tests.unit.gateway_app import make_app
 
 # Served by the gateway but not API operations, so not in the document: the playground and its files, the

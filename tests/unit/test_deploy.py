@@ -18,51 +18,45 @@ import importlib.metadata
 import importlib.util
 import json
 import re
-import shlex
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import redis
-import yaml
 from packaging.requirements import Requirement
 
-from gateway.app import create_app
-from gateway.supervisor import gateway_command, worker_command
+from gateway.supervisor import worker_command
 from shared import names
 from shared.celery_apps import make_celery
 from shared.settings import Settings
+from tests.deploy_files import (
+    COMPOSE,
+    COMPOSE_CPU,
+    GATEWAY_DOCKERFILE,
+    ROOT,
+    SETTING_VARS,
+    WEBHOOK_CMD,
+    WORKER_DOCKERFILE,
+    arg_defaults,
+    args_of,
+    environment,
+    exec_cmd,
+    expand_args,
+    instructions,
+    load_script,
+    long_options,
+    nginx_value,
+    read_yaml,
+    resolve,
+    without_samq_env,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = ROOT / "docker-compose.yml"
-COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
-GATEWAY_DOCKERFILE = ROOT / "deploy" / "gateway.Dockerfile"
-WORKER_DOCKERFILE = ROOT / "deploy" / "worker.Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
-NGINX_CONF = ROOT / "deploy" / "nginx" / "samq.conf"
 
-SETTING_VARS = {f"SAMQ_{name.upper()}" for name in Settings.model_fields}
 SAMQ_VAR = re.compile(r"\bSAMQ_[A-Z0-9_]+\b")
-COMPOSE_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
-DOCKER_ARG = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
-# The webhook sender's command line (the contract; the same as `samq run`'s once gateway/supervisor.py has it).
-WEBHOOK_CMD = ["celery", "-A", "worker.webhook_app:app", "worker", "--pool", "threads", "--concurrency", "32",
-               "--queues", names.QUEUE_WEBHOOKS, "--hostname", "samq-webhooks@%h", "--loglevel", "INFO",
-               "--without-gossip", "--without-mingle"]
 GPU_STACK = {"torch", "torchvision", "transformers", "sam2", "triton"}
 
 
-def load_script(name: str):
-    """A module from deploy/ (not a package): requirements.py, validate.py."""
-    spec = importlib.util.spec_from_file_location(f"deploy_{name}", ROOT / "deploy" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 requirements = load_script("requirements")
-validate = load_script("validate")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -70,89 +64,12 @@ validate = load_script("validate")
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    data = yaml.safe_load(COMPOSE.read_text())
-    assert isinstance(data, dict), "docker-compose.yml is not a mapping"
-    return data
+    return read_yaml(COMPOSE)
 
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """No SAMQ_* from the test runner's environment leaks into Settings()."""
-    import os
-
-    for var in list(os.environ):
-        if var.startswith("SAMQ_"):
-            monkeypatch.delenv(var)
-    return monkeypatch
-
-
-def resolve(value: object) -> str:
-    """What Compose makes of a value with no variables set: ${X:-default} -> default, $$ -> $."""
-    text = str(value)
-    text = COMPOSE_INTERPOLATION.sub(lambda m: m.group(2) or "", text)
-    return text.replace("$$", "$")
-
-
-def environment(service: dict) -> dict[str, str]:
-    """A service's environment as a dict (Compose accepts a mapping or a list of KEY=VALUE)."""
-    env = service.get("environment") or {}
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {str(k): "" if v is None else str(v) for k, v in env.items()}
-
-
-def instructions(path: Path) -> list[tuple[str, str]]:
-    """(KEYWORD, arguments) per Dockerfile instruction, continuation lines joined, comments dropped."""
-    out: list[tuple[str, str]] = []
-    buf = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            buf += line[:-1] + " "
-            continue
-        keyword, _, rest = (buf + line).partition(" ")
-        out.append((keyword.upper(), rest.strip()))
-        buf = ""
-    assert not buf, f"{path.name}: dangling line continuation"
-    return out
-
-
-def args_of(path: Path, keyword: str) -> list[str]:
-    return [rest for kw, rest in instructions(path) if kw == keyword]
-
-
-def arg_defaults(path: Path) -> dict[str, str]:
-    defaults = {}
-    for rest in args_of(path, "ARG"):
-        name, _, default = rest.partition("=")
-        defaults[name.strip()] = default.strip().strip('"')
-    return defaults
-
-
-def expand_args(text: str, defaults: dict[str, str]) -> str:
-    """Substitute ARG defaults into an instruction (unknown variables are left as they are)."""
-    return DOCKER_ARG.sub(lambda m: defaults.get(m.group(1) or m.group(2), m.group(0)), text)
-
-
-def exec_cmd(path: Path) -> list[str]:
-    """The image's final CMD, which must be in exec (JSON) form."""
-    cmds = args_of(path, "CMD")
-    assert cmds, f"{path.name} has no CMD"
-    cmd = json.loads(cmds[-1])
-    assert isinstance(cmd, list) and all(isinstance(t, str) for t in cmd), f"{path.name}: CMD is not exec form"
-    return cmd
-
-
-def long_options(argv: list[str]) -> dict[str, str | None]:
-    """--flag value pairs of a command line (None for a flag without a value)."""
-    out: dict[str, str | None] = {}
-    for i, tok in enumerate(argv):
-        if tok.startswith("--"):
-            nxt = argv[i + 1] if i + 1 < len(argv) else None
-            out[tok] = None if nxt is None or nxt.startswith("--") else nxt
-    return out
+    return without_samq_env(monkeypatch)
 
 
 def user_is_not_root(path: Path) -> None:
@@ -163,39 +80,7 @@ def user_is_not_root(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def compose_cpu() -> dict:
-    return yaml.safe_load(COMPOSE_CPU.read_text())
-
-
-@pytest.fixture(scope="module")
-def prod() -> list[dict]:
-    """The prod overlay, rendered by `kubectl kustomize` (as `make lint` renders it)."""
-    return validate.render("prod")
-
-
-@pytest.fixture(scope="module")
-def dev() -> list[dict]:
-    return validate.render("dev")
-
-
-def find(objects: list[dict], kind: str, name: str) -> dict:
-    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
-    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} objects"
-    return matches[0]
-
-
-def container(objects: list[dict], deployment: str) -> dict:
-    return find(objects, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]
-
-
-def config_settings(objects: list[dict], env: pytest.MonkeyPatch) -> Settings:
-    """The Settings a samq pod gets from the rendered ConfigMap and Secret."""
-    with env.context() as mp:
-        for key, value in find(objects, "ConfigMap", "samq-settings")["data"].items():
-            mp.setenv(key, value)
-        for key, value in find(objects, "Secret", "samq-secrets")["stringData"].items():
-            if key.startswith("SAMQ_"):
-                mp.setenv(key, value)
-        return Settings()
+    return read_yaml(COMPOSE_CPU)
 
 
 def duration_s(text: str) -> float:
@@ -204,56 +89,6 @@ def duration_s(text: str) -> float:
     parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", str(text))
     assert parts and "".join(n + u for n, u in parts) == str(text), f"not a duration: {text}"
     return sum(float(n) * units[u] for n, u in parts)
-
-
-NGINX_TOKEN = re.compile(r"""'[^']*'|"[^"]*"|[{};]|[^\s{};'"#]+|#[^\n]*""")
-
-
-def _nginx_unquote(word: str) -> str:
-    """A quoted nginx argument's text: nginx reads \\n, \\t, \\r, drops the backslash of \\" \\' \\\\, keeps others."""
-    if word[:1] not in "'\"":
-        return word
-    escapes = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "'": "'", "\\": "\\"}
-    return re.sub(r"\\(.)", lambda m: escapes.get(m.group(1), m.group(0)), word[1:-1])
-
-
-def nginx_directives(text: str) -> list[tuple[tuple[str, ...], str, list[str]]]:
-    """(enclosing blocks, name, arguments) of every directive in an nginx config; quotes stripped, comments dropped.
-
-    A block is named by its directive and arguments: ("server",), ("upstream samq_gateway",), ("location /",).
-    """
-    out: list[tuple[tuple[str, ...], str, list[str]]] = []
-    stack: list[str] = []
-    words: list[str] = []
-    for tok in NGINX_TOKEN.findall(text):
-        if tok.startswith("#"):
-            continue
-        if tok in ("{", ";"):
-            name, args = words[0], [_nginx_unquote(w) for w in words[1:]]
-            out.append((tuple(stack), name, args))
-            if tok == "{":
-                stack.append(" ".join(words))
-            words = []
-        elif tok == "}":
-            assert not words, f"nginx config: {words} before a closing brace"
-            stack.pop()
-        else:
-            words.append(tok)
-    assert not stack and not words, "nginx config: unbalanced braces or a missing semicolon"
-    return out
-
-
-def nginx_value(name: str, context: tuple[str, ...] = ("server",)) -> list[str]:
-    """The arguments of the one `name` directive directly in `context` of deploy/nginx/samq.conf."""
-    found = [args for ctx, n, args in nginx_directives(NGINX_CONF.read_text()) if n == name and ctx == context]
-    assert len(found) == 1, f"samq.conf: {len(found)} `{name}` directives in {context or 'http'}"
-    return found[0]
-
-
-def nginx_seconds(value: str) -> float:
-    """An nginx time (10s, 1m, 90) in seconds."""
-    number, unit = re.fullmatch(r"(\d+)(ms|s|m|h)?", value).groups()
-    return int(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[unit]
 
 
 def closure(reqs: list[str]) -> set[str]:
@@ -413,8 +248,6 @@ def test_createbuckets_makes_the_bucket_and_its_lifecycle_rule(compose: dict) ->
     rule = json.loads(re.search(r"printf '(\{.*\})'", script).group(1).replace("%s", "8"))
     assert rule["Rules"][0]["Status"] == "Enabled" and rule["Rules"][0]["Expiration"]["Days"] == 8
     assert Settings.model_fields["retention_s"].default < 8 * 86400, "the backstop must not beat samq's retention"
-    if shutil.which("sh"):
-        subprocess.run(["sh", "-n", "-c", script], check=True)
 
     minio = {k: resolve(v) for k, v in environment(services["minio"]).items()}
     assert {k: resolve(v) for k, v in environment(job).items() if k.startswith("MINIO_ROOT")} == minio
@@ -449,44 +282,6 @@ def test_proxy_service_is_the_only_public_port(compose: dict) -> None:
     for name, service in services.items():  # everything else is on loopback, or not published at all
         for port in service.get("ports", []) if name != "proxy" else []:
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
-
-
-def test_nginx_limits_agree_with_the_gateway(compose: dict, prod: list[dict], clean_env: pytest.MonkeyPatch) -> None:
-    """deploy/nginx/samq.conf repeats a few of the gateway's numbers: they must be the gateway's."""
-    with clean_env.context() as mp:
-        for key, value in environment(compose["services"]["gateway"]).items():
-            mp.setenv(key, resolve(value))
-        compose_settings = Settings()
-    for settings in (compose_settings, config_settings(prod, clean_env)):
-        limit = create_app(settings).config["MAX_CONTENT_LENGTH"]
-        assert nginx_value("client_max_body_size") == [str(limit)], "nginx refuses exactly what the gateway would"
-        assert nginx_seconds(nginx_value("proxy_read_timeout")[0]) > settings.sync_timeout_s
-    too_large = nginx_value("return", ("server", "location @too_large"))
-    assert too_large[0] == "413" and json.loads(too_large[1])["error"] == {
-        "code": "too_large", "message": f"the body is larger than the limit of {limit} bytes; send large images "
-                                        "by URL, or split the batch"}, "the gateway's own 413 (gateway/errors.py)"
-    assert nginx_seconds(nginx_value("proxy_read_timeout")[0]) == int(long_options(exec_cmd(GATEWAY_DOCKERFILE))[
-        "--timeout"]), "nginx waits as long as gunicorn lets a request run"
-    for name in ("client_header_timeout", "client_body_timeout"):
-        assert nginx_seconds(nginx_value(name)[0]) <= 10, name
-    assert nginx_value("proxy_request_buffering") == ["on"] and nginx_value("proxy_buffering") == ["on"]
-
-    # Keep-alive to the gateway: HTTP/1.1, no Connection header, idle connections dropped before gunicorn drops
-    # them (a request sent on a connection gunicorn is closing fails; nginx does not retry a POST).
-    upstream = ("upstream samq_gateway",)
-    assert nginx_value("server", upstream) == ["samq-gateway:8000"]
-    assert int(nginx_value("keepalive", upstream)[0]) > 0
-    from gunicorn.config import Config
-
-    for argv in (exec_cmd(GATEWAY_DOCKERFILE), gateway_command(Settings())):
-        assert "--keep-alive" not in argv, "gunicorn's keep-alive is its default"
-    assert nginx_seconds(nginx_value("keepalive_timeout", upstream)[0]) < Config().keepalive
-    assert nginx_value("proxy_http_version") == ["1.1"]
-    headers = {args[0].lower(): args[1] for ctx, name, args in nginx_directives(NGINX_CONF.read_text())
-               if name == "proxy_set_header"}
-    assert headers["connection"] == "" and headers["x-forwarded-for"] == "$proxy_add_x_forwarded_for"
-    assert headers["x-request-id"] == "$samq_request_id" and headers["host"] == "$http_host"
-    assert nginx_value("proxy_pass", ("server", "location /")) == ["http://samq_gateway"]
 
 
 def test_worker_service(compose: dict, clean_env: pytest.MonkeyPatch) -> None:
@@ -536,21 +331,6 @@ def test_flower_watches_the_broker(compose: dict) -> None:
     assert f"--broker={broker}" in flower["command"]
 
 
-def test_third_party_images_are_pinned(compose: dict, dev: list[dict]) -> None:
-    images = {s["image"] for s in compose["services"].values() if "build" not in s}
-    images |= {c["image"] for o in dev if o["kind"] in ("Deployment", "Job")
-               for c in o["spec"]["template"]["spec"]["containers"]}
-    stages = {"scratch", "worker"}  # FROM an earlier stage of the same Dockerfile, or nothing
-    images |= {expand_args(f, arg_defaults(p)).split()[0] for p in (GATEWAY_DOCKERFILE, WORKER_DOCKERFILE)
-               for f in args_of(p, "FROM")}
-    for image in images - stages - {"samq-gateway:latest", "samq-gateway:dev", "samq-worker:cpu"}:
-        name, _, tag = image.partition(":")
-        assert tag and tag != "latest" and re.search(r"\d", tag), f"{image}: pin a version"
-    assert "mher/flower:2.0.1" in images
-    assert any(i.startswith("minio/minio:RELEASE.") for i in images)
-    assert any(i.startswith("nvidia/cuda:13.0.1-runtime-") for i in images)
-
-
 # ---------------------------------------------------------------------------------------------- images
 
 
@@ -587,28 +367,6 @@ def test_gateway_image_is_thin_multistage_and_healthy() -> None:
     assert "8000" in args_of(GATEWAY_DOCKERFILE, "EXPOSE")
     assert "/healthz" in args_of(GATEWAY_DOCKERFILE, "HEALTHCHECK")[0]
     user_is_not_root(GATEWAY_DOCKERFILE)
-
-
-def image_env(path: Path) -> dict[str, str]:
-    """The ENV a Dockerfile sets (KEY=VALUE pairs, shell-quoted)."""
-    pairs = [tok.split("=", 1) for rest in args_of(path, "ENV") for tok in shlex.split(rest)]
-    return dict(pairs)
-
-
-def test_gateway_cmd_matches_supervisor(clean_env: pytest.MonkeyPatch, prod: list[dict]) -> None:
-    cmd = exec_cmd(GATEWAY_DOCKERFILE)
-    assert cmd[:2] == ["gunicorn", "gateway.wsgi:app"]
-    expected = gateway_command(Settings(host="0.0.0.0", port=8000))
-    assert expected[1:4] == ["-m", "gunicorn", "gateway.wsgi:app"]
-    # gunicorn's command line wins over GUNICORN_CMD_ARGS: the knobs deployments change must not be in CMD.
-    env_args = long_options(image_env(GATEWAY_DOCKERFILE)["GUNICORN_CMD_ARGS"].split())
-    assert set(env_args) == {"--workers", "--threads"} and not set(env_args) & set(long_options(cmd))
-    k8s = {v["name"]: v.get("value") for v in container(prod, "samq-gateway")["env"]}
-    assert set(long_options(k8s["GUNICORN_CMD_ARGS"].split())) == set(env_args)
-    got = long_options(cmd) | env_args
-    for flag, value in long_options(expected[4:]).items():
-        assert got.get(flag, "<missing>") == value, f"gunicorn {flag}: image has {got.get(flag)}, supervisor {value}"
-    assert got["--worker-class"] == "gthread"
 
 
 def test_worker_image_installs_the_gpu_stack() -> None:
@@ -683,34 +441,6 @@ def test_dockerignore_keeps_the_context_small() -> None:
 # ---------------------------------------------------------------------------------------------- kubernetes
 
 
-def test_prod_worker_grace_period_outlasts_a_task(prod: list[dict], clean_env: pytest.MonkeyPatch) -> None:
-    limit = config_settings(prod, clean_env).task_time_limit_s
-    spec = find(prod, "Deployment", "samq-worker")["spec"]
-    assert spec["template"]["spec"]["terminationGracePeriodSeconds"] > limit
-    assert spec["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}, "no surge pod needing a GPU"
-    scaled = find(prod, "ScaledObject", "samq-worker")["spec"]
-    assert scaled["cooldownPeriod"] > limit
-    assert scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"][
-        "stabilizationWindowSeconds"] > limit
-
-
-def test_keda_triggers_name_the_queues_the_code_uses(prod: list[dict]) -> None:
-    scaled = find(prod, "ScaledObject", "samq-worker")["spec"]
-    assert scaled["scaleTargetRef"]["name"] == find(prod, "Deployment", "samq-worker")["metadata"]["name"]
-    triggers = {t["name"]: t for t in scaled["triggers"]}
-    assert all(t["type"] == "redis" for t in triggers.values())
-    lists = sorted(t["metadata"]["listName"] for t in triggers.values())
-    assert lists == sorted([*names.INFER_QUEUES, "unacked"]), lists
-    formula = scaled["advanced"]["scalingModifiers"]["formula"]
-    assert sorted(re.findall(r"[a-z_]+", formula)) == sorted(triggers), "the sum of every trigger"
-    assert 0 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
-    auth = {t["authenticationRef"]["name"] for t in triggers.values()}
-    assert auth == {"samq-redis"}
-    secret = find(prod, "Secret", "samq-secrets")["stringData"]
-    for ref in find(prod, "TriggerAuthentication", "samq-redis")["spec"]["secretTargetRef"]:
-        assert ref["name"] == "samq-secrets" and ref["key"] in secret
-
-
 def test_keda_lists_are_where_celery_puts_messages(rclient: redis.Redis, redis_url: str,
                                                    clean_env: pytest.MonkeyPatch) -> None:
     """The names KEDA reads are real: a queued job is a list entry, a taken one sits in `unacked` until acked."""
@@ -723,95 +453,6 @@ def test_keda_lists_are_where_celery_puts_messages(rclient: redis.Redis, redis_u
         assert rclient.llen(names.QUEUE_HIGH) == 0 and rclient.hlen("unacked") == 1
         message.ack()
     assert rclient.hlen("unacked") == 0
-
-
-def test_gpu_worker_probes_itself(prod: list[dict], dev: list[dict]) -> None:
-    worker = container(prod, "samq-worker")
-    assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert worker["startupProbe"]["exec"]["command"] == ["python", "-m", "worker.health", "ready"]
-    assert worker["readinessProbe"]["exec"]["command"] == ["python", "-m", "worker.health", "ready"]
-    assert worker["livenessProbe"]["exec"]["command"][:4] == ["python", "-m", "worker.health", "live"]
-    assert "args" not in worker and "command" not in worker, "the image's CMD (the supervisor's command line)"
-    startup = worker["startupProbe"]
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "time to load the models"
-    assert "nvidia.com/gpu" not in container(dev, "samq-worker")["resources"]["limits"]
-
-
-@pytest.mark.parametrize("overlay", ["prod", "dev"])
-def test_proxy_deployment_runs_samq_conf(overlay: str, compose: dict) -> None:
-    objects = validate.render(overlay)
-    pod = find(objects, "Deployment", "samq-proxy")["spec"]["template"]["spec"]
-    nginx = pod["containers"][0]
-    assert nginx["image"] == compose["services"]["proxy"]["image"], "the image compose runs"
-    assert "command" not in nginx and "args" not in nginx, "the image's own nginx.conf includes conf.d/*.conf"
-    mounts = {m["mountPath"]: m for m in nginx["volumeMounts"]}
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    config = volumes[mounts["/etc/nginx/conf.d"]["name"]]["configMap"]["name"]
-    assert find(objects, "ConfigMap", config)["data"] == {"default.conf": NGINX_CONF.read_text()}, "samq.conf itself"
-    # Non-root on a read-only root: the image's nginx user, and writable folders for temp files and the pid.
-    assert pod["securityContext"]["runAsUser"] == 101 and nginx["securityContext"]["readOnlyRootFilesystem"]
-    for path in ("/var/cache/nginx", "/run"):
-        assert "emptyDir" in volumes[mounts[path]["name"]], path
-    listen = int(nginx_value("listen")[0])
-    assert nginx["ports"] == [{"name": "http", "containerPort": listen}], "an unprivileged port: not root"
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert nginx[probe]["httpGet"] == {"path": "/nginx-healthz", "port": "http"}, "the proxy's own answer"
-    service = find(objects, "Service", "samq-proxy")["spec"]
-    assert service["ports"] == [{"name": "http", "port": 80, "targetPort": "http"}]
-    assert service["selector"].items() <= find(objects, "Deployment", "samq-proxy")["spec"]["template"][
-        "metadata"]["labels"].items()
-    # The upstream in samq.conf is the gateway's Service, on the gateway container's port.
-    host, port = nginx_value("server", ("upstream samq_gateway",))[0].split(":")
-    gateway = find(objects, "Service", host)["spec"]["ports"]
-    assert [p["port"] for p in gateway] == [int(port)]
-    assert gateway[0]["targetPort"] in [p["name"] for p in container(objects, host)["ports"]]
-
-
-def test_gateway_ready_on_readyz_and_scaled_on_cpu(prod: list[dict]) -> None:
-    gateway = container(prod, "samq-gateway")
-    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert "nvidia.com/gpu" not in gateway["resources"].get("limits", {})
-    assert "replicas" not in find(prod, "Deployment", "samq-gateway")["spec"], "the HPA owns the count"
-    hpa = find(prod, "HorizontalPodAutoscaler", "samq-gateway")["spec"]
-    assert hpa["scaleTargetRef"]["name"] == "samq-gateway"
-    assert [m["resource"]["name"] for m in hpa["metrics"]] == ["cpu"]
-    assert 1 <= hpa["minReplicas"] <= hpa["maxReplicas"]
-
-
-def test_webhook_sender_deployment(prod: list[dict], compose: dict) -> None:
-    hooks = container(prod, "samq-webhooks")
-    assert hooks["command"] == WEBHOOK_CMD == compose["services"]["webhooks"]["command"]
-    assert hooks["image"] == container(prod, "samq-gateway")["image"], "the thin image, another command"
-    ping = hooks["livenessProbe"]["exec"]["command"][-1]
-    assert "inspect ping -d samq-webhooks@$HOSTNAME" in ping, "pings the node name its --hostname gives it"
-
-
-@pytest.mark.parametrize("overlay", ["prod", "dev"])
-def test_every_deployment_has_a_pdb_and_resolvable_config(overlay: str, clean_env: pytest.MonkeyPatch) -> None:
-    objects = validate.render(overlay)
-    pdbs = [o["spec"]["selector"]["matchLabels"] for o in objects if o["kind"] == "PodDisruptionBudget"]
-    secrets = {o["metadata"]["name"]: o.get("stringData", {}) for o in objects if o["kind"] == "Secret"}
-    configs = {o["metadata"]["name"]: o["data"] for o in objects if o["kind"] == "ConfigMap"}
-    for dep in (o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].startswith("samq-")):
-        labels = dep["spec"]["template"]["metadata"]["labels"]
-        assert any(sel.items() <= labels.items() for sel in pdbs), f"{dep['metadata']['name']}: no PDB"
-        pod = dep["spec"]["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] is True
-        for c in pod["containers"]:
-            for src in c.get("envFrom", []):
-                assert src["configMapRef"]["name"] in configs
-            for var in c.get("env", []):
-                assert var["name"] in SETTING_VARS or not var["name"].startswith("SAMQ_"), var["name"]
-                ref = var.get("valueFrom", {}).get("secretKeyRef")
-                if ref:
-                    assert ref["key"] in secrets[ref["name"]], f"{ref} not in the overlay's Secret"
-    unknown = sorted(k for k in configs["samq-settings"] if k not in SETTING_VARS)
-    assert not unknown, f"ConfigMap keys that are not settings: {unknown}"
-    settings = config_settings(objects, clean_env)
-    assert settings.storage.startswith("s3://") and settings.model_dir == Path("/models")
-    assert settings.models == ("tiny-random" if overlay == "dev" else "large")
-    assert {"redis-address", "redis-password", "admin-key"} <= set(secrets["samq-secrets"])
 
 
 def test_deploy_docs_name_what_was_not_run() -> None:

@@ -7,11 +7,11 @@ import base64
 
 import pytest
 
+from harness.photos import ROCKET_JPG
 from shared import names
 from shared.jobs import JobStore
 from shared.keys import KeyStore, hash_key
 from shared.schemas import JobRequest, parse_body
-from tests.helpers import ROCKET_JPG
 from tests.unit.gateway_app import make_app
 
 IMAGE = base64.b64encode(ROCKET_JPG.read_bytes()).decode()

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.photos import ASTRONAUT_PNG, CHELSEA_PNG, ROCKET_JPG, jpeg_bytes
 from shared.errors import InvalidRequest, TooLarge, UndecodableImage
 from shared.images import decode_base64_field, load_rgb, peek_image
-from tests.helpers import ASTRONAUT_PNG, CHELSEA_PNG, ROCKET_JPG, jpeg_bytes
 
 BIG = 10**8
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.photos import ASTRONAUT_PNG, ROCKET_JPG, jpeg_bytes
 from shared.errors import TooLarge, UndecodableImage
 from shared.images import load_rgb
-from tests.helpers import ASTRONAUT_PNG, ROCKET_JPG, jpeg_bytes
 from worker.inputs import MODEL_SIDE, decode, decode_pixels
 
 BIG = 1 << 30

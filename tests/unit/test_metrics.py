@@ -3,10 +3,6 @@ job and credit counters are shown as Redis holds them."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -63,14 +59,3 @@ def test_job_and_credit_counters_come_from_redis(client, rclient):
     assert not [k for k in after if k[0] == "samq_jobs_total" and k[1][0][1].startswith("credits")]
     rclient.zadd(names.waiting(names.QUEUE_HIGH), {"j1": 1, "j2": 2})
     assert scrape(client)[("samq_queue_depth", (("queue", names.QUEUE_HIGH),))] == 2
-
-
-def test_gunicorn_config_starts_from_zero_in_multiprocess_mode(tmp_path):
-    (tmp_path / "counter_123.db").write_bytes(b"stale")
-    (tmp_path / "notes.txt").write_text("kept")
-    code = ("import os, gateway.gunicorn_conf as c; c.on_starting(None); from prometheus_client import values; "
-            "print(os.environ['PROMETHEUS_MULTIPROC_DIR'], values.ValueClass.__name__)")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "SAMQ_METRICS_DIR": str(tmp_path)},
-                         capture_output=True, text=True, check=True).stdout.split()
-    assert out == [str(tmp_path.resolve()), "MmapedValue"]  # prometheus-client counts in files
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
