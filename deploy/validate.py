@@ -29,7 +29,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
-OVERLAYS = ("dev", "prod")
+OVERLAYS = ("dev", "prod", "sentinel")
 K8S_VERSION = "1.30.0"  # oldest release the manifests target (autoscaling/v2, policy/v1 and up)
 COMPOSE_FILES = (("docker-compose.yml",), ("docker-compose.yml", "docker-compose.cpu.yml"))
 CRD_DIR = K8S / "schemas"

@@ -18,7 +18,7 @@ from typing import Any
 from gateway.services import Services
 from shared import charges, logs, names, workers
 from shared.celery_apps import enqueue_segments
-from shared.errors import InsufficientCredits, InvalidRequest, NoCapacity, SamqError
+from shared.errors import InsufficientCredits, InvalidRequest, NoCapacity, NotReplicated, SamqError
 from shared.fetch import check_url
 from shared.images import decode_base64_field, peek_image
 from shared.jobs import Accepted, Idempotency, Limits, NewJob, new_id
@@ -118,6 +118,13 @@ def accept(svc: Services, key: ApiKey, items: Sequence[Prepared], answer: Callab
             f"this batch costs {sum(job.cost for job in jobs)} credits, and mixing segment-everything items with "
             f"others needs {dearest * len(jobs)} available while it is accepted; {exc.message.split('; ')[1]}; "
             "nothing was charged") from exc
+    except NotReplicated as exc:
+        # Only the primary has the jobs (SAMQ_REDIS_MIN_REPLICAS): a failover now would lose jobs answered 202, so
+        # they are undone before answering 503 (refunded, the stored answer dropped, never published).
+        _drop_inputs(svc, items)
+        if exc.result and int(exc.result[0]) == 1:  # ACCEPT's code 1: the jobs were recorded
+            _undo(svc, key, jobs, idem_key, "unavailable", "the job could not be confirmed on a replica")
+        raise
     except BaseException:
         _drop_inputs(svc, items)
         raise
@@ -127,21 +134,30 @@ def accept(svc: Services, key: ApiKey, items: Sequence[Prepared], answer: Callab
         return replay_status, json.loads(replay_body), accepted
     try:
         if mixed:  # before the publish: no worker can have settled a hold yet
-            accepted = Accepted(balance=charges.lower_holds(svc.redis, jobs))
+            accepted = Accepted(balance=charges.lower_holds(svc.redis, jobs, s.redis_min_replicas,
+                                                            s.redis_wait_timeout_ms))
         for queue in dict.fromkeys(job.queue for job in jobs):
             enqueue_segments(svc.celery, [job.id for job in jobs if job.queue == queue], queue)
     except Exception as exc:
         # Recorded but not published: close the jobs (refunded) so nothing waits forever or stays charged.
         log.exception("could not publish %d job(s)", len(jobs))
-        for job in jobs:
-            record = svc.jobs.get(job.id)
-            if record is not None:
-                svc.jobs.fail(record, "no_capacity", "the job could not be queued", 503)
-        if idem_key:
-            svc.jobs.forget_answer(key.key_id, idem_key)
+        _undo(svc, key, jobs, idem_key, "no_capacity", "the job could not be queued")
+        if isinstance(exc, NotReplicated):  # the lowered holds were not confirmed on a replica
+            raise
         raise NoCapacity("the service could not queue the job; nothing was charged, try again", 5) from exc
     svc.jobs.sent([job.id for job in jobs])
     return status, body, accepted
+
+
+def _undo(svc: Services, key: ApiKey, jobs: Sequence[NewJob], idem_key: str | None, code: str, message: str) -> None:
+    """Close jobs recorded but never published (failed, refunded) and drop their stored idempotent answer, so a
+    retry runs anew; the client is answered 503 and never sees their ids."""
+    for job in jobs:
+        record = svc.jobs.get(job.id)
+        if record is not None:
+            svc.jobs.fail(record, code, message, 503)
+    if idem_key:
+        svc.jobs.forget_answer(key.key_id, idem_key)
 
 
 def _store_inputs(svc: Services, items: Sequence[Prepared]) -> None:

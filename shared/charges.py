@@ -17,6 +17,7 @@ import redis
 
 from shared import names
 from shared.jobs import NewJob
+from shared.redis_client import run_replicated
 
 LOWER_HOLDS = """
 -- Lower the holds of jobs just accepted to their own costs; refund the difference to the key.
@@ -48,9 +49,11 @@ def mixed(jobs: Sequence[NewJob]) -> bool:
     return len({job.cost for job in jobs}) > 1
 
 
-def lower_holds(client: redis.Redis, jobs: Sequence[NewJob]) -> int:
-    """After ACCEPT reserved max(cost) per job: each hold down to its job's own cost. Returns the balance."""
+def lower_holds(client: redis.Redis, jobs: Sequence[NewJob], min_replicas: int = 0, wait_timeout_ms: int = 1000) -> int:
+    """After ACCEPT reserved max(cost) per job: each hold down to its job's own cost. Returns the balance; raises
+    NotReplicated when fewer than `min_replicas` replicas confirmed it (a failover could restore the dearer holds)."""
     keys = [names.credits(jobs[0].key_id), names.STATS]
     for job in jobs:
         keys += [names.hold(job.id), names.job(job.id)]
-    return int(client.register_script(LOWER_HOLDS)(keys=keys, args=[job.cost for job in jobs]))
+    return int(run_replicated(client, client.register_script(LOWER_HOLDS), keys, [job.cost for job in jobs],
+                              min_replicas, wait_timeout_ms))

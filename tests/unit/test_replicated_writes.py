@@ -1,0 +1,59 @@
+"""SAMQ_REDIS_MIN_REPLICAS against the test Redis, which has no replica: every WAIT times out, so every write that
+must be confirmed is not, and the gateway must answer 503 with the jobs undone (refunded, never queued)."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+
+from harness.ledger import check_ledger
+from harness.photos import ROCKET_JPG
+from shared import names
+from shared.errors import NotReplicated
+from shared.keys import KeyStore, hash_key
+from shared.redis_client import run_replicated
+from tests.unit.gateway_app import make_app
+
+IMAGE = base64.b64encode(ROCKET_JPG.read_bytes()).decode()
+WAIT_MS = 50
+# KEYS[1] a counter; ARGV none. Returns its new value.
+BUMP = "return redis.call('INCR', KEYS[1])"
+
+
+@pytest.fixture
+def gw(redis_url, tmp_path, rclient):
+    app = make_app(redis_url, tmp_path, redis_min_replicas=1, redis_wait_timeout_ms=WAIT_MS)
+    return app.test_client(), rclient
+
+
+def test_a_write_no_replica_confirms_raises_after_the_timeout_with_its_result(rclient):
+    script = rclient.register_script(BUMP)
+    started = time.monotonic()
+    with pytest.raises(NotReplicated) as caught:
+        run_replicated(rclient, script, ["n"], [], 1, WAIT_MS)
+    assert time.monotonic() - started >= WAIT_MS / 1000
+    assert (caught.value.result, caught.value.acked) == (1, 0)
+    assert run_replicated(rclient, script, ["n"], [], 0, WAIT_MS) == 2  # 0 = off: no WAIT
+
+
+def _nothing_left(rclient, key: str, credits: int) -> None:
+    """Balance as before, no credit held, nothing on the broker's queues, no job left to run."""
+    assert KeyStore(rclient).credits.balance(hash_key(key)) == credits
+    check_ledger(rclient, {key: credits})
+    assert not list(rclient.scan_iter(match=names.hold("*")))
+    assert [rclient.llen(q) for q in names.INFER_QUEUES] == [0, 0, 0]
+    statuses = {rclient.hget(k, "status") for k in rclient.scan_iter(match=names.job("*"))}
+    assert statuses <= {b"failed"}, statuses
+
+
+def test_a_mixed_batch_whose_lowered_holds_are_not_confirmed_is_undone(gw):
+    client, rclient = gw
+    key = KeyStore(rclient).create(20, "mix")
+    items = [{"image": IMAGE, "everything": True}, {"image": IMAGE, "coordinates": [[10, 10]]}]
+    r = client.post("/v1/batches", json={"items": items}, headers={"x-api-key": key, "Idempotency-Key": "b1"})
+    assert r.status_code == 503, r.get_json()
+    assert r.get_json()["error"]["code"] == "unavailable" and int(r.headers["Retry-After"]) > 0
+    _nothing_left(rclient, key, 20)
+    assert not list(rclient.scan_iter(match=names.idempotency(hash_key(key), "*")))  # a retry runs anew
