@@ -156,6 +156,7 @@ def _undo(svc: Services, key: ApiKey, jobs: Sequence[NewJob], idem_key: str | No
         record = svc.jobs.get(job.id)
         if record is not None:
             svc.jobs.fail(record, code, message, 503)
+    svc.jobs.sent([job.id for job in jobs])  # ended: nothing for the workers' resend to send
     if idem_key:
         svc.jobs.forget_answer(key.key_id, idem_key)
 

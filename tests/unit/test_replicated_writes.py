@@ -44,6 +44,7 @@ def _nothing_left(rclient, key: str, credits: int) -> None:
     check_ledger(rclient, {key: credits})
     assert not list(rclient.scan_iter(match=names.hold("*")))
     assert [rclient.llen(q) for q in names.INFER_QUEUES] == [0, 0, 0]
+    assert rclient.zcard(names.UNSENT) == 0  # and nothing left for the workers' resend
     statuses = {rclient.hget(k, "status") for k in rclient.scan_iter(match=names.job("*"))}
     assert statuses <= {b"failed"}, statuses
 
