@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/x.py` imports this checkout's code
 
+from harness import stack as stack_module  # noqa: E402
 from harness.photos import ROCKET_JPG  # noqa: E402  (640x427 JPEG photograph, public domain)
-from tests import stack as stack_module  # noqa: E402
-from tests.stack import Stack, new_stack, running  # noqa: E402
+from harness.stack import Stack, new_stack, running  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 PHOTO = ROCKET_JPG

@@ -4,7 +4,7 @@ Run: `PYTHONPATH=$PWD SAMQ_TEST_REDIS_PORT=6379 .venv/bin/python bench/held_call
 Starts a stack as the tests do but with the default gateway size (2 processes x 16 threads) and one worker,
 fires N concurrent `POST /v1/sam-v2-image` calls of a small photo, and prints how they were answered
 (200, or 202 once a call outlives SAMQ_SYNC_TIMEOUT_S), how long the last took, and whether every job
-ended succeeded and was charged exactly once (the ledger check of tests/ledger.py).
+ended succeeded and was charged exactly once (the ledger check of harness/ledger.py).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 import requests
 from PIL import Image
 
+from harness.ledger import check_ledger, job_summary
 from harness.photos import ROCKET_JPG
 from harness.procs import wait_until
-from tests.ledger import check_ledger, job_summary
-from tests.stack import new_stack, running
+from harness.stack import new_stack, running
 
 
 def main(n: int) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from harness.procs import free_port, start, stop, wait_until
-from tests.stack import new_stack
+from harness.stack import new_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 

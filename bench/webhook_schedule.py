@@ -20,11 +20,11 @@ import redis
 
 from gateway.supervisor import webhook_command
 from harness.procs import start, stop, wait_until
+from harness.receiver import Receiver
 from shared import names, outbox, webhooks
 from shared.celery_apps import make_webhook_celery
 from shared.keys import KeyStore, hash_key
 from shared.settings import Settings
-from tests.receiver import Receiver
 
 DEFAULT_SCHEDULE = Settings.model_fields["webhook_retry_schedule_s"].default
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import redis
 
-REDIS_HOST = os.environ.get("SAMQ_TEST_REDIS_HOST", "127.0.0.1")
-REDIS_PORT = int(os.environ.get("SAMQ_TEST_REDIS_PORT", "6379"))
+from harness.stack import REDIS_HOST, REDIS_PORT
+
 UNIT_DB = 15
 
 

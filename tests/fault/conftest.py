@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from harness.photos import jpeg_bytes
-from tests.stack import Stack, new_stack, running, serve_slow_photo
+from harness.stack import Stack, new_stack, running, serve_slow_photo
 
 
 @pytest.fixture(scope="session")

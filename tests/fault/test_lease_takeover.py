@@ -10,12 +10,12 @@ import time
 
 import pytest
 
+from harness.ledger import check_ledger
 from harness.procs import wait_until
+from harness.stack import SlowPhoto, new_stack, running, serve_slow_photo
 from shared import names
 from shared.celery_apps import make_celery
 from tests.helpers import wait_for_job
-from tests.ledger import check_ledger
-from tests.stack import SlowPhoto, new_stack, running, serve_slow_photo
 
 RECOVERY_GOAL_S = 30.0
 

@@ -13,10 +13,10 @@ import redis
 import requests
 from PIL import Image
 
+from harness.ledger import check_ledger, job_summary
 from harness.photos import ROCKET_JPG, jpeg_bytes
 from harness.procs import free_port, start, stop, wait_until
-from tests.ledger import check_ledger, job_summary
-from tests.stack import new_stack, running
+from harness.stack import new_stack, running
 
 pytestmark = pytest.mark.timeout(300)
 DOWN_S = 3.0

@@ -17,8 +17,8 @@ import requests
 
 from gateway import supervisor
 from gateway.supervisor import Child, GaveUp, supervise_once
+from harness.ledger import check_ledger
 from harness.procs import free_port, wait_until
-from tests.ledger import check_ledger
 
 SAMQ = Path(sys.executable).parent / "samq"
 

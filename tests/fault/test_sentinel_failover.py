@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
+from harness.ledger import check_ledger, job_summary
 from harness.photos import ROCKET_JPG
 from harness.procs import wait_until
+from harness.stack import Stack, new_stack, running
 from shared.redis_client import connect
-from tests.ledger import check_ledger, job_summary
 from tests.sentinel import RedisGroup
-from tests.stack import Stack, new_stack, running
 
 pytestmark = pytest.mark.timeout(420)
 CREDITS = 10_000

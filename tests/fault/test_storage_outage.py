@@ -10,11 +10,11 @@ from urllib.parse import urlparse
 
 import pytest
 
+from harness.ledger import check_ledger
 from harness.photos import ROCKET_JPG
+from harness.stack import new_stack, running, start_s3_server
 from tests.helpers import wait_for_job
-from tests.ledger import check_ledger
 from tests.proxy import TcpProxy
-from tests.stack import new_stack, running, start_s3_server
 
 pytestmark = pytest.mark.timeout(400)
 IMAGE = {"image": base64.b64encode(ROCKET_JPG.read_bytes()).decode(), "coordinates": "[320,200]"}

@@ -12,12 +12,12 @@ import pytest
 import redis
 
 from harness.procs import free_port, wait_until
+from harness.receiver import Receiver
+from harness.stack import new_stack
 from shared import names, outbox, webhooks
 from shared.celery_apps import make_webhook_celery
 from shared.keys import KeyStore, hash_key
 from shared.webhooks import Event
-from tests.receiver import Receiver
-from tests.stack import new_stack
 
 
 class DurableRedis:

@@ -11,11 +11,11 @@ import time
 import pytest
 import requests
 
+from harness.ledger import check_ledger
 from harness.procs import wait_until
 from shared import names
 from tests.fault.conftest import SLOW_FETCH_S
 from tests.helpers import wait_for_job
-from tests.ledger import check_ledger
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -8,7 +8,7 @@ import pytest
 
 from harness.photos import ASTRONAUT_PNG, ROCKET_JPG
 from harness.procs import free_port
-from tests.stack import Stack, new_stack, running, serve_directory, start_s3_server
+from harness.stack import Stack, new_stack, running, serve_directory, start_s3_server
 
 MAIN_DB = 14
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.procs import free_port
-from tests.stack import Stack
+from harness.stack import Stack
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 CONFIG = Path(__file__).parent / "schemathesis.toml"

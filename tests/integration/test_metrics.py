@@ -20,8 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.supervisor import gateway_command
 from harness.photos import ROCKET_JPG, b64
 from harness.procs import free_port, start, stop, wait_until
+from harness.stack import Stack
 from shared import names
-from tests.stack import Stack
 
 HEALTHZ = ("samq_requests_total", (("method", "GET"), ("route", "/healthz"), ("status", "200")))
 

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(NGINX is None, reason="no nginx binary here: ins
 
 SLOW_HEADERS = 200   # request heads sent up to the last header, never the blank line that ends them
 SLOW_BODIES = 20     # whole heads, then a few bytes of a 1000-byte body: more than the gateway's 8 threads
-CLIENT_TIMEOUT_S = 10  # client_header_timeout / client_body_timeout in samq.conf (tests/unit/test_deploy.py checks)
+CLIENT_TIMEOUT_S = 10  # client_header_timeout / client_body_timeout in samq.conf (tests/deploy/test_kubernetes.py)
 
 
 @contextmanager

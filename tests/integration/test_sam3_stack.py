@@ -12,8 +12,8 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from harness.photos import ASTRONAUT_PNG, b64
+from harness.stack import Stack, new_stack, running
 from tests.helpers import wait_for_job
-from tests.stack import Stack, new_stack, running
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -15,10 +15,10 @@ from PIL import Image
 
 from harness.photos import ROCKET_JPG, b64
 from harness.procs import wait_until
+from harness.stack import new_stack, running, serve_slow_photo
 from shared import names
 from shared.storage import make_storage
 from tests.helpers import wait_for_batch, wait_for_job
-from tests.stack import new_stack, running, serve_slow_photo
 
 
 def _b64png(image: Image.Image) -> str:

@@ -19,12 +19,12 @@ import redis
 
 from harness.photos import ROCKET_JPG, b64
 from harness.procs import wait_until
+from harness.receiver import Receiver
 from shared import names, outbox, webhooks
 from shared.celery_apps import make_webhook_celery
 from shared.jobs import JobStatus, JobStore, NewJob, new_id
 from shared.keys import hash_key
 from shared.webhooks import Event
-from tests.receiver import Receiver
 
 SCHEDULE = (0, 1, 2)
 

@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image
 
+from harness.ledger import check_ledger
 from shared import names
 from shared.keys import KeyStore, hash_key
-from tests.ledger import check_ledger
 from tests.unit.gateway_app import make_app
 
 

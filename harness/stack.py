@@ -27,8 +27,10 @@ from shared.celery_apps import make_celery
 from shared.keys import KeyStore, hash_key
 from shared.settings import Settings
 from shared.storage import make_storage
-from tests.conftest import REDIS_HOST, REDIS_PORT
 
+# The Redis server the stacks use (each on a database of its own): .ci/run and `make test` start one on 6379.
+REDIS_HOST = os.environ.get("SAMQ_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("SAMQ_TEST_REDIS_PORT", "6379"))
 WORKER_START_S = 180
 
 
