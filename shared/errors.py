@@ -14,10 +14,6 @@ class SamqError(Exception):
         self.message = message
         self.retry_after_s = retry_after_s  # sent as Retry-After: when trying again makes sense
 
-    def to_dict(self) -> dict:
-        """The JSON error body."""
-        return {"error": {"code": self.code, "message": self.message}}
-
 
 class InvalidRequest(SamqError):
     """Malformed JSON or fields: the message names the field and the rule (nothing charged, no job)."""
