@@ -1,6 +1,6 @@
 """Readers of the fleet's files, for the tests that check them: docker-compose.yml, the Dockerfiles, the proxy's
-deploy/nginx/samq.conf and the scripts in deploy/. Plain text and YAML parsing: no tool, no subprocess (the
-Kubernetes overlays are rendered by kubectl in tests/deploy/)."""
+deploy/nginx/samq.conf and the scripts in deploy/. Plain text and YAML parsing: no tool, no subprocess; the
+finders at the end read the objects a Kubernetes overlay renders to (kubectl renders them in tests/deploy/)."""
 
 from __future__ import annotations
 
@@ -176,4 +176,28 @@ def image_env(path: Path) -> dict[str, str]:
     """The ENV a Dockerfile sets (KEY=VALUE pairs, shell-quoted)."""
     pairs = [tok.split("=", 1) for rest in args_of(path, "ENV") for tok in shlex.split(rest)]
     return dict(pairs)
+
+
+# ---- the Kubernetes objects an overlay renders to (tests/deploy/ renders them with kubectl)
+
+
+def find(objects: list[dict], kind: str, name: str) -> dict:
+    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} objects"
+    return matches[0]
+
+
+def container(objects: list[dict], deployment: str) -> dict:
+    return find(objects, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]
+
+
+def config_settings(objects: list[dict], env: pytest.MonkeyPatch) -> Settings:
+    """The Settings a samq pod gets from the rendered ConfigMap and Secret."""
+    with env.context() as mp:
+        for key, value in find(objects, "ConfigMap", "samq-settings")["data"].items():
+            mp.setenv(key, value)
+        for key, value in find(objects, "Secret", "samq-secrets")["stringData"].items():
+            if key.startswith("SAMQ_"):
+                mp.setenv(key, value)
+        return Settings()
 

@@ -27,9 +27,12 @@ from tests.deploy_files import (
     WORKER_DOCKERFILE,
     arg_defaults,
     args_of,
+    config_settings,
+    container,
     environment,
     exec_cmd,
     expand_args,
+    find,
     image_env,
     load_script,
     long_options,
@@ -42,7 +45,6 @@ from tests.deploy_files import (
 )
 
 validate = load_script("validate")
-
 
 
 @pytest.fixture(scope="module")
@@ -64,28 +66,6 @@ def prod() -> list[dict]:
 @pytest.fixture(scope="module")
 def dev() -> list[dict]:
     return validate.render("dev")
-
-
-def find(objects: list[dict], kind: str, name: str) -> dict:
-    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
-    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} objects"
-    return matches[0]
-
-
-def container(objects: list[dict], deployment: str) -> dict:
-    return find(objects, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]
-
-
-def config_settings(objects: list[dict], env: pytest.MonkeyPatch) -> Settings:
-    """The Settings a samq pod gets from the rendered ConfigMap and Secret."""
-    with env.context() as mp:
-        for key, value in find(objects, "ConfigMap", "samq-settings")["data"].items():
-            mp.setenv(key, value)
-        for key, value in find(objects, "Secret", "samq-secrets")["stringData"].items():
-            if key.startswith("SAMQ_"):
-                mp.setenv(key, value)
-        return Settings()
-
 
 
 @pytest.mark.skipif(not shutil.which("sh"), reason="no sh")

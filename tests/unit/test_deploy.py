@@ -1,15 +1,15 @@
 """The fleet's files checked against the code they must agree with, without a Docker engine or a cluster.
 
-What is read: docker-compose.yml (+ the CPU override), deploy/*.Dockerfile, .dockerignore, the proxy's
-deploy/nginx/samq.conf, the prod and dev Kubernetes overlays as `kubectl kustomize` renders them (a subprocess:
-kubectl must be installed) and docs/DEPLOY.md. What they are checked against: shared/settings.py (every SAMQ_*
-variable is a setting, and each service's and ConfigMap's environment parses into valid Settings),
-shared/names.py (queue names, imported, never copied), gateway/supervisor.py (the images' command lines are
-`samq run`'s), gateway/app.py (the body limit nginx repeats), pyproject.toml (what each image installs: no torch
-in the gateway's) and the task time limit (stop grace periods). The Kubernetes objects are checked for probes,
-PodDisruptionBudgets, the HPA and KEDA triggers; one test queues tasks through Celery on the test Redis to show the
-lists KEDA reads are where messages really sit. `make lint` runs the tools themselves (deploy/validate.py:
-schemas, docker-compose config, hadolint, nginx -t); tests/integration/test_proxy.py runs nginx with samq.conf.
+What is read, as text (tests/deploy_files.py; no subprocess): docker-compose.yml (+ the CPU override),
+deploy/*.Dockerfile, .dockerignore, the proxy's deploy/nginx/samq.conf and docs/DEPLOY.md. What they are checked
+against: shared/settings.py (every SAMQ_* variable is a setting, and each service's environment parses into valid
+Settings), shared/names.py (queue names, imported, never copied), gateway/supervisor.py (the worker image's command
+line is `samq run`'s), pyproject.toml (what each image installs: no torch in the gateway's) and the task time limit
+(stop grace periods). One test queues tasks through Celery on the test Redis to show the lists KEDA reads are where
+messages really sit. The Kubernetes overlays, which `kubectl kustomize` renders, are checked in tests/deploy/
+(probes, PodDisruptionBudgets, the HPA and KEDA triggers, the ConfigMaps' settings, the gateway's command line, the
+body limit nginx repeats). `make lint` runs the tools themselves (deploy/validate.py: schemas, docker-compose
+config, hadolint, nginx -t); tests/integration/test_proxy.py runs nginx with samq.conf.
 """
 
 from __future__ import annotations
