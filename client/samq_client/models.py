@@ -47,6 +47,9 @@ class Job:
     started_at: str | None = None
     finished_at: str | None = None
     attempts: int = 0
+    cancel_requested: bool = False  # a running job's cancel was asked for; it stops at its next check
+    worker: str | None = None  # the worker's hostname: the one running it, or the last one once it ended
+    model: str | None = None  # the model preset, e.g. "large" or "sam3"
     error: dict[str, str] | None = None
     objects: list[SegmentObject] = field(default_factory=list)
     objects_found: int | None = None
@@ -116,6 +119,7 @@ class Batch:
     finished_at: str | None = None
     metadata: dict[str, Any] | None = None
     next_cursor: int | None = None  # where the next page of `jobs` starts; None on the last page
+    urls: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -127,7 +131,7 @@ class Batch:
         cursor = data.get("next_cursor")
         known.update(jobs=jobs, job_ids=job_ids, total=int(data.get("total", len(job_ids))),
                      counts=BatchCounts(**_known(BatchCounts, data.get("counts") or {})),
-                     next_cursor=None if cursor is None else int(cursor))
+                     next_cursor=None if cursor is None else int(cursor), urls=dict(data.get("urls") or {}))
         return cls(**known, raw=data)
 
     @property

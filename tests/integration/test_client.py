@@ -53,7 +53,7 @@ def test_the_package_installs_alone_and_imports_nothing_of_the_service(stack, tm
     metadata = next(site.glob("samq_client-*.dist-info")).joinpath("METADATA").read_text()
     requires = sorted(line.split(":", 1)[1].split(">")[0].strip() for line in metadata.splitlines()
                       if line.startswith("Requires-Dist:"))
-    assert "Name: samq-client" in metadata and requires == ["requests", "rich"]
+    assert "Name: samq-client" in metadata and requires == ["httpx", "requests", "rich"]
     assert (venv / "bin" / "samq-client").exists()
     # The installed console script against the stack; its two dependencies lent from this interpreter.
     key = stack.new_key(3, name="installed")
