@@ -457,8 +457,7 @@ def cancel_batch(c: Base, batch: Batch | str) -> Flow[Batch]:
 
 def credits(c: Base) -> Flow[Credits]:
     """The caller's balance."""
-    data = (yield from send(c, "GET", "/v1/credits")).json()
-    return Credits(int(data["credits"]), data.get("name"))
+    return Credits.from_dict((yield from send(c, "GET", "/v1/credits")).json())
 
 
 def webhook_secret(c: Base) -> Flow[str]:

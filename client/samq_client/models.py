@@ -171,3 +171,8 @@ class Credits:
 
     credits: int
     name: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Credits:
+        """Build from the API's JSON."""
+        return cls(int(data["credits"]), data.get("name"))
