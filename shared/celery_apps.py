@@ -5,12 +5,41 @@ kombu's Sentinel transport when SAMQ_REDIS_SENTINELS is set."""
 
 from __future__ import annotations
 
+import redis
 from celery import Celery
 from kombu import Queue
+from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import redis as kombu_redis
 
 from shared import logs, names
 from shared.redis_client import broker_transport_options, broker_url
 from shared.settings import Settings
+
+
+class _SentinelChannel(kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel, surviving the loss of its primary.
+
+    When a failover cuts the broker connection, Celery closes it, and closing a channel restores its unacknowledged
+    messages through a new connection pool, built from the transport's client, which that close has already
+    cleared: kombu 5.7.0's Sentinel channel then raises AttributeError, which stops the worker
+    (tests/fault/test_sentinel_failover.py saw both workers exit). Raised as a connection error instead, Celery
+    ignores it and reconnects; the messages stay in `unacked` until the visibility timeout restores them, and START
+    skips those whose jobs ran meanwhile.
+    """
+
+    def _connparams(self, asynchronous: bool = False) -> dict:
+        if self.connection.client is None:
+            raise redis.ConnectionError("the broker connection is closed (a failover)")
+        return super()._connparams(asynchronous)
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's Sentinel transport with the channel above; `sentinel://` URLs resolve to it (alternates included)."""
+
+    Channel = _SentinelChannel
+
+
+TRANSPORT_ALIASES["sentinel"] = f"{__name__}:SentinelTransport"
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -25,13 +25,24 @@ class RedisGroup:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.servers: dict[int, subprocess.Popen] = {}  # port -> redis-server
         self.sentinels: dict[int, subprocess.Popen] = {}  # port -> redis-server --sentinel
-        self.first_primary = free_port()
-        self.replica_ports = [free_port() for _ in range(replicas)]
-        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        ports: list[int] = []
+        while len(ports) < 1 + replicas + sentinels:  # free_port may name a port twice before anything binds it
+            if (port := free_port()) not in ports:
+                ports.append(port)
+        self.first_primary, *self.replica_ports = ports[:1 + replicas]
+        self.sentinel_ports = ports[1 + replicas:]
         self.killed: list[int] = []
 
     def start(self) -> RedisGroup:
-        """Start every process and wait until each Sentinel knows the primary, all replicas and the other Sentinels."""
+        """Start every process and wait until each Sentinel knows the primary, all replicas and the other Sentinels
+        (stopping them all if that fails)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> RedisGroup:
         self._server(self.first_primary)
         for port in self.replica_ports:
             self._server(port, "--replicaof", "127.0.0.1", str(self.first_primary))

@@ -15,6 +15,7 @@ from harness.ledger import check_ledger, job_summary
 from harness.photos import ROCKET_JPG
 from harness.procs import wait_until
 from harness.stack import Stack, new_stack, running
+from shared import workers
 from shared.redis_client import connect
 from tests.sentinel import RedisGroup
 
@@ -24,6 +25,7 @@ RECOVERY_S = 30  # the goal: submissions accepted again within this long of the 
 SUBMIT_EVERY_S = 0.1
 BEFORE_KILL = 8  # jobs accepted before the primary is killed
 AFTER_RECOVERY_S = 3.0  # keep submitting this long once submissions work again
+WORKERS = ("w1", "w2")
 
 
 @dataclass
@@ -58,7 +60,7 @@ def test_primary_killed_under_load_loses_no_accepted_job(tmp_path, fault_models,
     try:
         stack = new_stack(0, tmp_path, fault_models, None, **group.env(0), SAMQ_REDIS_MIN_REPLICAS="1",
                           SAMQ_WORKER_HEARTBEAT_S="1", SAMQ_RESEND_AFTER_S="3")
-        with running(stack, {"w1": {}, "w2": {}}):
+        with running(stack, {name: {} for name in WORKERS}):
             key = stack.new_key(CREDITS)
             figures = [_trial(stack, key, group, n) for n in range(trials)]
             client = connect(stack.settings)
@@ -108,6 +110,11 @@ def _trial(stack: Stack, key: str, group: RedisGroup, n: int) -> dict:
     wait_until(lambda: statuses() == {"succeeded": len(ids)}, 180, f"all {len(ids)} accepted jobs to succeed",
                interval_s=1.0)
     done_s = time.monotonic() - killed
+    # Both workers rode out the failover in their own processes (none was restarted: nothing supervises them here).
+    for name in WORKERS:
+        assert stack.procs[name].poll() is None, f"worker {name} exited during the failover: see {stack.logs}"
+    alive = {h.split("@")[0] for h in workers.alive(connect(stack.settings), 3.0)}
+    assert alive == set(WORKERS), f"heartbeats after the failover: {alive}"
     assert recovered_s <= RECOVERY_S, f"submissions were accepted again only {recovered_s:.1f} s after the kill"
     print(f"\nfigure: trial {n + 1}: {len(ids)} accepted, accepted again {recovered_s:.1f} s after the kill, all "
           f"succeeded {done_s:.1f} s after it; other answers {submitter.refused}")
