@@ -21,6 +21,7 @@ from common import record
 from PIL import Image
 
 from harness.photos import ROCKET_JPG
+from shared.records import Params
 from shared.settings import Settings
 from worker import pipeline
 from worker.inputs import Picture
@@ -39,7 +40,7 @@ def run(models, picture: Picture, options: dict) -> dict:
         timings = Timings()
         start = time.perf_counter()
         with timing(timings):
-            objects, hit = pipeline.segment(models.embedder, models.dino, picture, {"everything": options}, LIMITS)
+            objects, hit = pipeline.segment(models.embedder, models.dino, picture, Params(everything=options), LIMITS)
         out[name] = {"s": round(time.perf_counter() - start, 3), "objects": len(objects), "cache_hit": hit,
                      "encode_s": round(timings.seconds.get("encode", 0), 3),
                      "decode_s": round(timings.seconds.get("decode", 0), 3)}

@@ -25,8 +25,9 @@ from common import record
 
 from gateway.app import create_app
 from shared import names
-from shared.jobs import new_id, now_iso
+from shared.jobs import new_id
 from shared.keys import KeyStore, hash_key
+from shared.records import now_iso
 from shared.settings import Settings
 from shared.storage import FileStorage
 from worker.export import kept_masks

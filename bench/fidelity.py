@@ -32,6 +32,7 @@ from sam2.sam2_image_predictor import SAM2ImagePredictor  # noqa: E402
 
 from harness.photos import ASTRONAUT_PNG, CHELSEA_PNG, ROCKET_JPG  # noqa: E402
 from shared.images import load_rgb  # noqa: E402
+from shared.records import Params  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from worker import pipeline, render  # noqa: E402
 from worker.device import Device  # noqa: E402
@@ -45,27 +46,25 @@ LIMITS = pipeline.Thresholds(box=0.0, text=0.0, max_objects=3)
 MAX_BYTES, MAX_PIXELS = 64 << 20, 100_000_000
 
 
-def cases(size: tuple[int, int]) -> dict[str, dict]:
+def cases(size: tuple[int, int]) -> dict[str, Params]:
     """Prompts of every kind, in image pixels of a (width, height) image."""
     w, h = size
     return {
-        "one click": {"points": [[w // 2, h // 2]], "labels": [1], "boxes": []},
-        "two clicks, one negative": {"points": [[w // 3, h // 2], [2 * w // 3, h // 3]], "labels": [1, 0],
-                                     "boxes": []},
-        "boxes": {"points": [], "labels": [], "boxes": [[w * 0.1, h * 0.1, w * 0.6, h * 0.7],
-                                                        [w * 0.4, h * 0.3, w * 0.9, h * 0.9]]},
-        "text": {"prompt": "person . rocket . cat ."},
+        "one click": Params(points=[[w // 2, h // 2]], labels=[1]),
+        "two clicks, one negative": Params(points=[[w // 3, h // 2], [2 * w // 3, h // 3]], labels=[1, 0]),
+        "boxes": Params(boxes=[[w * 0.1, h * 0.1, w * 0.6, h * 0.7], [w * 0.4, h * 0.3, w * 0.9, h * 0.9]]),
+        "text": Params(prompt="person . rocket . cat ."),
     }
 
 
-def official(models: Models, image: Image.Image, params: dict) -> tuple[list[np.ndarray], list[list[float]]]:
+def official(models: Models, image: Image.Image, params: Params) -> tuple[list[np.ndarray], list[list[float]]]:
     """Masks (and boxes for text) straight from the official APIs, fp32, no cache."""
     predictor = SAM2ImagePredictor(models.sam.model)
     predictor.set_image(np.array(image.convert("RGB")))
     boxes: list[list[float]] = []
-    if "prompt" in params:
+    if params.prompt:
         dino = models.dino
-        inputs = dino.processor(images=image, text=normalize_prompt(params["prompt"]), return_tensors="pt")
+        inputs = dino.processor(images=image, text=normalize_prompt(params.prompt), return_tensors="pt")
         with torch.no_grad():
             outputs = dino.model(**inputs.to(dino.device))
         found = dino.processor.post_process_grounded_object_detection(
@@ -78,13 +77,13 @@ def official(models: Models, image: Image.Image, params: dict) -> tuple[list[np.
         boxes = clipped.tolist()
         masks, _, _ = predictor.predict(box=clipped.numpy(), multimask_output=False)
         return [m > 0 for m in masks.reshape(-1, *masks.shape[-2:])], boxes
-    if params["boxes"]:
-        box = np.array(params["boxes"], dtype=np.float32)
+    if params.boxes:
+        box = np.array(params.boxes, dtype=np.float32)
         masks, _, _ = predictor.predict(box=box, multimask_output=False)
         return [m > 0 for m in masks.reshape(-1, *masks.shape[-2:])], boxes
-    single = len(params["points"]) == 1  # one click: three candidates, keep the best (SAM's advice)
-    masks, scores, _ = predictor.predict(point_coords=np.array(params["points"], dtype=np.float32),
-                                         point_labels=np.array(params["labels"]), multimask_output=single)
+    single = len(params.points) == 1  # one click: three candidates, keep the best (SAM's advice)
+    masks, scores, _ = predictor.predict(point_coords=np.array(params.points, dtype=np.float32),
+                                         point_labels=np.array(params.labels), multimask_output=single)
     return [masks[int(np.argmax(scores))] > 0], boxes
 
 
@@ -99,13 +98,13 @@ def at_precision(models: Models, dtype: str) -> Iterator[Embedder]:
         models.dino.precision = before
 
 
-def service(models: Models, embedder: Embedder, image: Image.Image | Picture, params: dict
+def service(models: Models, embedder: Embedder, image: Image.Image | Picture, params: Params
             ) -> tuple[list[np.ndarray], list]:
     """Masks and boxes through the worker's path: this thread hands the job to a device thread and waits."""
     picture = image if isinstance(image, Picture) else Picture.of(image)
     device = Device(lambda: replace(models, embedder=embedder), LIMITS, max_batch=1)
     objects = device.segment(picture, params).objects
-    return [o.mask for o in objects], [o.box for o in objects] if "prompt" in params else []
+    return [o.mask for o in objects], [o.box for o in objects] if params.prompt else []
 
 
 def float_overlay(image: Image.Image, masks: list[np.ndarray]) -> np.ndarray:

@@ -42,6 +42,7 @@ from sam2.sam2_image_predictor import SAM2ImagePredictor  # noqa: E402
 
 from shared.images import load_rgb  # noqa: E402
 from shared.models import get_preset  # noqa: E402
+from shared.records import Params  # noqa: E402
 from shared.schemas import JobRequest, parse_body  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from worker import pipeline  # noqa: E402
@@ -86,7 +87,7 @@ def photos(cfg: Config, count: int) -> list[bytes]:
     return out
 
 
-def job_params(cfg: Config, text: bool) -> dict:
+def job_params(cfg: Config, text: bool) -> Params:
     """What the gateway would hand the worker: two clicks, or a text prompt with up to 4 objects."""
     w, h = cfg.size
     body = {"image": "x", "prompt": PROMPT, "max_objects": 4, "box_threshold": 0.0, "text_threshold": 0.0} if text \
@@ -119,7 +120,7 @@ def mode(cfg: Config, models: Models, dtype: str, compiled: bool) -> Iterator[No
         models.sam.model.image_encoder = encoder
 
 
-def baseline_loop(models: Models, params: dict, limits: pipeline.Thresholds) -> Callable[[list[bytes]], None]:
+def baseline_loop(models: Models, params: Params, limits: pipeline.Thresholds) -> Callable[[list[bytes]], None]:
     """One image at a time, as the Grounded-SAM-2 demo writes it: official APIs, fp32, no cache, full decode."""
     predictor = SAM2ImagePredictor(models.sam.model)  # a fresh predictor: no embedding cache in the way
     dino = models.dino
@@ -129,7 +130,7 @@ def baseline_loop(models: Models, params: dict, limits: pipeline.Thresholds) -> 
             image = Image.open(io.BytesIO(data)).convert("RGB")
             pixels = np.array(image)
             predictor.set_image(pixels)
-            if "prompt" in params:
+            if params.prompt:
                 inputs = dino.processor(images=image, text=PROMPT, return_tensors="pt").to(dino.device)
                 with torch.no_grad():
                     outputs = dino.model(**inputs)
@@ -141,8 +142,8 @@ def baseline_loop(models: Models, params: dict, limits: pipeline.Thresholds) -> 
                     continue
                 masks, _, _ = predictor.predict(box=boxes, multimask_output=False)
             else:
-                masks, _, _ = predictor.predict(point_coords=np.array(params["points"], dtype=np.float32),
-                                                point_labels=np.array(params["labels"]), multimask_output=False)
+                masks, _, _ = predictor.predict(point_coords=np.array(params.points, dtype=np.float32),
+                                                point_labels=np.array(params.labels), multimask_output=False)
             mask = masks.reshape(-1, *masks.shape[-2:]).any(axis=0)
             pixels[mask] = pixels[mask] // 2 + np.array([15, 72, 127], dtype=np.uint8)
             Image.fromarray(pixels).save(io.BytesIO(), "JPEG", quality=90)
@@ -150,7 +151,7 @@ def baseline_loop(models: Models, params: dict, limits: pipeline.Thresholds) -> 
     return run
 
 
-def service_loop(models: Models, params: dict, limits: pipeline.Thresholds, batch_size: int
+def service_loop(models: Models, params: Params, limits: pipeline.Thresholds, batch_size: int
                  ) -> Callable[[list[bytes]], None]:
     """The worker's pipeline: decode once, (batch-)encode, segment, render the overlay JPEG."""
     embedder = Embedder(models.sam, EmbeddingCache(4 << 30), models.embedder.precision)  # a fresh cache per mode
@@ -176,7 +177,7 @@ def worker_run(cfg: Config, model_dir: Path, redis_url: str, workload: str, comp
            "SAMQ_MAX_IMAGE_BYTES": str(MAX_BYTES), "SAMQ_MAX_IMAGE_PIXELS": str(MAX_PIXELS)}
     params = job_params(cfg, workload == "text")
     w, h = cfg.size
-    body = {"prompt": PROMPT, "max_objects": 4, "box_threshold": 0.0, "text_threshold": 0.0} if params.get("prompt") \
+    body = {"prompt": PROMPT, "max_objects": 4, "box_threshold": 0.0, "text_threshold": 0.0} if params.prompt \
         else {"coordinates": [[w // 2, h // 2], [w // 3, h // 3]]}
     with bench_stack(redis_url, 5, {"wgpu": {}}, **env) as stack:
         key = stack.new_key(10**6)

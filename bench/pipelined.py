@@ -111,6 +111,7 @@ def w1_stages(size: tuple[int, int], rounds: int, storage) -> dict[str, float]:
 def w1_size(size: tuple[int, int], rounds: int, storage) -> dict:
     """W1 at one photo size."""
     from shared.images import load_rgb
+    from shared.records import Params
     from worker import export, pipeline, render
     from worker.inputs import decode
     from worker.tasks import masks_key, result_key
@@ -141,7 +142,7 @@ def w1_size(size: tuple[int, int], rounds: int, storage) -> dict:
     def now(output: str) -> None:
         picture, objects = decode(data, limit, limit, [output]), fresh()
         picture.key  # noqa: B018 - the task thread hashes the pixels for the embedding cache
-        files = pipeline.render_outputs(picture, objects, {"outputs": [output]}, consume=True)
+        files = pipeline.render_outputs(picture, objects, Params(outputs=[output]), consume=True)
         storage.put(result_key("w1-now", output), files[output][0], files[output][1])
         storage.put(masks_key("w1-now"), export.kept_masks(picture.size, objects), "application/json")
 

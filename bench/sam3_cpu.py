@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from harness.photos import ROCKET_JPG as PHOTO
+from shared.records import Params
 from shared.settings import Settings
 from worker import pipeline, sam3_pipeline
 from worker.embedding import EmbeddingCache
@@ -58,12 +59,12 @@ def main() -> int:
         encode.append(time.perf_counter() - t)
         for phrase in PHRASES:
             t = time.perf_counter()
-            objects, hit = sam3_pipeline.segment(engine, picture, {"prompt": phrase}, limits)
+            objects, hit = sam3_pipeline.segment(engine, picture, Params(prompt=phrase), limits)
             text.append(time.perf_counter() - t)
             assert hit and len(objects) == min(args.max_objects, engine.model.config.detr_decoder_config.num_queries)
         engine.cache = EmbeddingCache(1 << 32)
         t = time.perf_counter()
-        sam3_pipeline.segment(engine, picture, {"prompt": "rocket"}, limits)
+        sam3_pipeline.segment(engine, picture, Params(prompt="rocket"), limits)
         whole.append(time.perf_counter() - t)
     ms = lambda xs: round(1000 * statistics.median(xs), 1)  # noqa: E731
     result = {

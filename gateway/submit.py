@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.services import Services
@@ -21,9 +21,10 @@ from shared.celery_apps import enqueue_segments
 from shared.errors import InsufficientCredits, InvalidRequest, NoCapacity, NotReplicated, SamqError
 from shared.fetch import check_url
 from shared.images import decode_base64_field, peek_image
-from shared.jobs import Accepted, Idempotency, Limits, NewJob, new_id
+from shared.jobs import Accepted, Idempotency, Limits, new_id
 from shared.keys import ApiKey
 from shared.models import check_prompts
+from shared.records import JobRecord
 from shared.schemas import JobRequest, SegmentRequest, check_inside, parse_body
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,11 @@ _UPLOADERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="samq-input")
 class Prepared:
     """A validated job, and its input bytes still to be stored (None for URL inputs)."""
 
-    job: NewJob
+    job: JobRecord
     data: bytes | None
 
 
-def prepare(svc: Services, key: ApiKey, req: SegmentRequest, mode: str, batch_id: str | None = None,
+def prepare(svc: Services, key: ApiKey, req: SegmentRequest, batch_id: str | None = None,
             priority: str | None = None) -> Prepared:
     """Check one request completely (no Redis, no storage) and build its job; raises a 4xx error."""
     s = svc.settings
@@ -70,10 +71,11 @@ def prepare(svc: Services, key: ApiKey, req: SegmentRequest, mode: str, batch_id
         if req.metadata is not None:
             extra["metadata"] = req.metadata
     priority = priority or "normal"
-    if "everything" in params:  # its own price, and at most SAMQ_EVERYTHING_MAX_OBJECTS objects unless it asks fewer
-        params["everything"].setdefault("max_objects", s.everything_max_objects)
-    cost = s.cost_everything if "everything" in params else s.cost_per_job
-    job = NewJob(id=job_id, key_id=key.key_id, mode=mode, params=params, cost=cost,
+    if params.everything is not None:  # its own price; at most SAMQ_EVERYTHING_MAX_OBJECTS objects unless asked fewer
+        params = params.model_copy(update={"everything": {"max_objects": s.everything_max_objects,
+                                                          **params.everything}})
+    cost = s.cost_everything if params.everything is not None else s.cost_per_job
+    job = JobRecord(id=job_id, key_id=key.key_id, params=params, cost=cost,
                  queue=names.PRIORITY_QUEUES[priority], priority=priority, batch_id=batch_id, model=s.models, **extra)
     return Prepared(job, data)
 
@@ -83,7 +85,8 @@ def fingerprint(body: Any) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def accept(svc: Services, key: ApiKey, items: Sequence[Prepared], answer: Callable[[list[NewJob]], tuple[int, Any]],
+def accept(svc: Services, key: ApiKey, items: Sequence[Prepared],
+           answer: Callable[[list[JobRecord]], tuple[int, Any]],
            idem_key: str | None = None, body_fingerprint: str = "", batch: dict[str, Any] | None = None,
            need_worker: bool = False) -> tuple[int, Any, Accepted]:
     """Store inputs, record and reserve in one step, publish; returns (status, body, accepted).
@@ -108,8 +111,8 @@ def accept(svc: Services, key: ApiKey, items: Sequence[Prepared], answer: Callab
     dearest = max(job.cost for job in jobs)
     mixed = charges.mixed(jobs)
     try:
-        accepted = svc.jobs.accept([replace(jobs[0], cost=dearest), *jobs[1:]] if mixed else jobs, idem, batch,
-                                   limits)
+        reserved = [jobs[0].model_copy(update={"cost": dearest}), *jobs[1:]] if mixed else jobs
+        accepted = svc.jobs.accept(reserved, idem, batch, limits)
     except InsufficientCredits as exc:
         _drop_inputs(svc, items)
         if not mixed:
@@ -149,7 +152,8 @@ def accept(svc: Services, key: ApiKey, items: Sequence[Prepared], answer: Callab
     return status, body, accepted
 
 
-def _undo(svc: Services, key: ApiKey, jobs: Sequence[NewJob], idem_key: str | None, code: str, message: str) -> None:
+def _undo(svc: Services, key: ApiKey, jobs: Sequence[JobRecord], idem_key: str | None, code: str,
+          message: str) -> None:
     """Close jobs recorded but never published (failed, refunded) and drop their stored idempotent answer, so a
     retry runs anew; the client is answered 503 and never sees their ids."""
     for job in jobs:
@@ -198,7 +202,7 @@ def prepare_batch(svc: Services, key: ApiKey, items: list[Any], batch_id: str,
         where = f"items[{i}]"
         try:
             req = parse_body(JobRequest, item, prefix=where)
-            prepared.append(prepare(svc, key, req, "async", batch_id,
+            prepared.append(prepare(svc, key, req, batch_id,
                                     priority if "priority" not in req.model_fields_set else None))
         except SamqError as exc:
             if exc.message.startswith(f"'{where}"):

@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from shared import names
-from shared.jobs import JobStatus, JobStore
+from shared.jobs import JobStore
 
 log = logging.getLogger(__name__)
 RECHECK_S = 1.0  # a lost message (listener reconnecting) delays an answer by at most this long
@@ -43,7 +43,7 @@ class CompletionWaiter:
                 # Read after registering, so a completion published before we listened is not missed.
                 job = store.get(job_id)
                 left = deadline - time.monotonic()
-                if job is None or JobStatus(job["status"]).terminal or left <= 0:
+                if job is None or job.status.terminal or left <= 0:
                     return job
                 event.wait(min(left, RECHECK_S))
                 event.clear()

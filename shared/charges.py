@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import redis
 
 from shared import names
-from shared.jobs import NewJob
+from shared.records import JobRecord
 from shared.redis_client import run_replicated
 
 LOWER_HOLDS = """
@@ -44,12 +44,13 @@ return tonumber(redis.call('GET', KEYS[1]) or '0')
 """
 
 
-def mixed(jobs: Sequence[NewJob]) -> bool:
+def mixed(jobs: Sequence[JobRecord]) -> bool:
     """Whether the jobs of one ACCEPT cost differently."""
     return len({job.cost for job in jobs}) > 1
 
 
-def lower_holds(client: redis.Redis, jobs: Sequence[NewJob], min_replicas: int = 0, wait_timeout_ms: int = 1000) -> int:
+def lower_holds(client: redis.Redis, jobs: Sequence[JobRecord], min_replicas: int = 0,
+                wait_timeout_ms: int = 1000) -> int:
     """After ACCEPT reserved max(cost) per job: each hold down to its job's own cost. Returns the balance; raises
     NotReplicated when fewer than `min_replicas` replicas confirmed it (a failover could restore the dearer holds)."""
     keys = [names.credits(jobs[0].key_id), names.STATS]

@@ -8,13 +8,11 @@ RENEW (a worker's heartbeat keeps its leases), CLAIM_LAPSED (a dead worker's job
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -22,21 +20,7 @@ import redis
 
 from shared import names
 from shared.errors import IdempotencyMismatch, InsufficientCredits, NoCapacity, QueueFull, TooManyJobs, Unauthorized
-
-
-class JobStatus(StrEnum):
-    """queued -> running -> succeeded | failed | canceled; terminal states never change."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELED = "canceled"
-
-    @property
-    def terminal(self) -> bool:
-        """True for states that never change again."""
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+from shared.records import TERMINAL, JobRecord, JobStatus, Success, dump_json, encode_fields, now_iso
 
 
 class Verdict(StrEnum):
@@ -77,129 +61,139 @@ class Cancel(StrEnum):
     MISSING = "missing"
 
 
-ACCEPT = """
+# The statuses and the webhook filter every script that moves a job reads; spelt once, from JobStatus.
+_LUA_COMMON = """
+local TERMINAL = {TERMINAL_STATUSES}
+-- Whether a job's webhook_events (JSON list, as stored) asks for `name`.
+local function wants(events, name)
+  for _, e in ipairs(cjson.decode(events)) do if e == name then return true end end
+  return false
+end
+""".replace("TERMINAL_STATUSES", ", ".join(f"{s.value} = true" for s in sorted(TERMINAL)))
+
+ACCEPT = _LUA_COMMON + """
 -- Accept N jobs in one step, all or nothing: the key is live, the credits are reserved, the records,
 -- waiting and rescue entries, batch and idempotency records are written together.
 -- KEYS[1] key hash  KEYS[2] credit balance  KEYS[3] idempotency record  KEYS[4] stats  KEYS[5] unsent set
 -- KEYS[6] workers set  KEYS[7] active count of the key  KEYS[8] batch hash  KEYS[9] batch job list
 -- KEYS[10..12] waiting sets (high, normal, low)  KEYS[13..] per job: job hash, hold, params (3 keys each)
--- ARGV[1] now (epoch s)  ARGV[2] cost per job  ARGV[3] per job, the index (1..3) of its waiting set, one digit each
--- ARGV[4] idempotency fingerprint ('' = no idempotency key)  ARGV[5] idempotency ttl (s)
--- ARGV[6] answer status  ARGV[7] answer body  ARGV[8] need a worker heard since (epoch s; '' = no check)
--- ARGV[9] most jobs queued in all (0 = no bound)  ARGV[10] most unfinished jobs per key (0 = no bound)
--- ARGV[11] batch fields as a JSON object ('' = no batch)
--- ARGV[12..] per job: its fields as a JSON object, its params (JSON text; a string of their own keeps the
--- hash small enough for Redis's compact encoding)
+-- ARGV[1] one JSON object:
+--   now (epoch s), cost (per job), jobs: per job {fields = its hash fields, params = its params (JSON text: a
+--   string of their own keeps the hash small enough for Redis's compact encoding), waiting = 1..3 (its set)},
+--   optional: idempotency {fingerprint, ttl (s), status, body: the answer to store}; workers_since (epoch s: a
+--   worker must have been heard since); max_queued (most jobs queued in all); max_active (most unfinished jobs
+--   of this key); batch (the batch hash's fields)
 -- Returns {code, n}: 1 accepted (n = balance); 2 replay (n = status, 3rd = body); 3 idempotency key reused
 -- with another body; 0 not enough credits (n = balance); -1 unknown key; -2 disabled key; -3 no worker;
 -- -4 queue full (n = queued); -5 too many unfinished jobs of this key (n = unfinished)
-if ARGV[4] ~= '' then
+local a = cjson.decode(ARGV[1])
+local idem = a.idempotency
+if idem then
   local seen = redis.call('HMGET', KEYS[3], 'fingerprint', 'status', 'body')
   if seen[1] then
-    if seen[1] ~= ARGV[4] then return {3, 0} end
+    if seen[1] ~= idem.fingerprint then return {3, 0} end
     return {2, tonumber(seen[2]), seen[3]}
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
 if redis.call('HGET', KEYS[1], 'disabled') == '1' then return {-2, 0} end
-local n = (#ARGV - 11) / 2
-local cost = tonumber(ARGV[2]) * n
+local n = #a.jobs
+local cost = a.cost * n
 local balance = tonumber(redis.call('GET', KEYS[2]) or '0')
 if balance < cost then return {0, balance} end
-if ARGV[8] ~= '' and redis.call('ZCOUNT', KEYS[6], ARGV[8], '+inf') == 0 then return {-3, 0} end
-if tonumber(ARGV[9]) > 0 then
+if a.workers_since and redis.call('ZCOUNT', KEYS[6], a.workers_since, '+inf') == 0 then return {-3, 0} end
+if a.max_queued then
   local queued = redis.call('ZCARD', KEYS[10]) + redis.call('ZCARD', KEYS[11]) + redis.call('ZCARD', KEYS[12])
-  if queued + n > tonumber(ARGV[9]) then return {-4, queued} end
+  if queued + n > a.max_queued then return {-4, queued} end
 end
 local active = tonumber(redis.call('GET', KEYS[7]) or '0')
-if tonumber(ARGV[10]) > 0 and active + n > tonumber(ARGV[10]) then return {-5, active} end
+if a.max_active and active + n > a.max_active then return {-5, active} end
 balance = redis.call('DECRBY', KEYS[2], cost)
 redis.call('INCRBY', KEYS[7], n)
-local now = tonumber(ARGV[1])
-for i = 1, n do
-  local fields = cjson.decode(ARGV[10 + 2 * i])
-  local job, hold = KEYS[10 + 3 * i], KEYS[11 + 3 * i]
-  for k, v in pairs(fields) do redis.call('HSET', job, k, v) end
-  redis.call('SET', KEYS[12 + 3 * i], ARGV[11 + 2 * i])
-  redis.call('SET', hold, ARGV[2])  -- no TTL: deleted when the job is settled, however long that takes
-  local waiting = KEYS[9 + tonumber(string.sub(ARGV[3], i, i))]
-  redis.call('ZADD', waiting, now + i * 1e-6, fields['id'])  -- before the publish, so START always finds it
-  redis.call('ZADD', KEYS[5], now, fields['id'])
-  if ARGV[11] ~= '' then redis.call('RPUSH', KEYS[9], fields['id']) end
+for i, spec in ipairs(a.jobs) do
+  local job, hold, id = KEYS[10 + 3 * i], KEYS[11 + 3 * i], spec.fields['id']
+  for k, v in pairs(spec.fields) do redis.call('HSET', job, k, v) end
+  redis.call('SET', KEYS[12 + 3 * i], spec.params)
+  redis.call('SET', hold, a.cost)  -- no TTL: deleted when the job is settled, however long that takes
+  redis.call('ZADD', KEYS[9 + spec.waiting], a.now + i * 1e-6, id)  -- before the publish, so START always finds it
+  redis.call('ZADD', KEYS[5], a.now, id)
+  if a.batch then redis.call('RPUSH', KEYS[9], id) end
 end
-if ARGV[11] ~= '' then
-  for k, v in pairs(cjson.decode(ARGV[11])) do redis.call('HSET', KEYS[8], k, v) end
+if a.batch then
+  for k, v in pairs(a.batch) do redis.call('HSET', KEYS[8], k, v) end
   redis.call('HSET', KEYS[8], 'total', n, 'queued', n, 'running', 0, 'succeeded', 0, 'failed', 0, 'canceled', 0)
 end
-if ARGV[4] ~= '' then
-  redis.call('HSET', KEYS[3], 'fingerprint', ARGV[4], 'status', ARGV[6], 'body', ARGV[7])
-  redis.call('EXPIRE', KEYS[3], ARGV[5])
+if idem then
+  redis.call('HSET', KEYS[3], 'fingerprint', idem.fingerprint, 'status', idem.status, 'body', idem.body)
+  redis.call('EXPIRE', KEYS[3], idem.ttl)
 end
 redis.call('HINCRBY', KEYS[4], 'jobs_accepted', n)
 redis.call('HINCRBY', KEYS[4], 'credits_reserved', cost)
 return {1, balance}
 """
 
-START = """
+START = _LUA_COMMON + """
 -- A worker takes a job: queued|running -> running, counting the attempt, under a lease this worker holds.
 -- KEYS[1] job hash  KEYS[2] waiting set of its queue  KEYS[3] batch hash  KEYS[4] outbox  KEYS[5] key hash
 -- KEYS[6] leases
--- ARGV[1] now (ISO)  ARGV[2] max attempts  ARGV[3] job id  ARGV[4] now (epoch s)  ARGV[5] event id
--- ARGV[6] worker (its Celery hostname)  ARGV[7] lease end (epoch s)
--- ARGV[8] the run a retry message continues ('' for any other message)
+-- ARGV[1] one JSON object: id (the job's), now (epoch s), now_iso, max_attempts, event (the job.started event's
+--   id), worker (its Celery hostname), lease_until (epoch s); optional: retry_of (the run a retry message
+--   continues: it may start while that run's lease lasts)
 -- Returns {verdict, attempt, event, run}: verdict 'run' (run = the new run, the token of its lease); 'skip'
 -- (missing, terminal, or running under a live lease of another run: a stale broker message, restored after
 -- the visibility timeout or replaced by a claim); 'cancel' (a cancel was asked, or the key was disabled: the
 -- caller cancels it); 'exhausted' (past max attempts: the caller fails it).
 -- event is the job.started webhook event written to the outbox (first attempt only), or ''
-redis.call('ZREM', KEYS[2], ARGV[3])
+local a = cjson.decode(ARGV[1])
+redis.call('ZREM', KEYS[2], a.id)
 local job = redis.call('HMGET', KEYS[1], 'status', 'cancel_requested', 'batch_id', 'webhook_url', 'webhook_events',
                        'key_id', 'attempts', 'run')
 local status = job[1]
-if not status or status == 'succeeded' or status == 'failed' or status == 'canceled' then return {'skip', 0, '', 0} end
-if status == 'running' and ARGV[8] ~= job[8] then
-  local lease = redis.call('ZSCORE', KEYS[6], ARGV[3])
-  if lease and tonumber(lease) > tonumber(ARGV[4]) then return {'skip', 0, '', 0} end  -- someone runs it now
+if not status or TERMINAL[status] then return {'skip', 0, '', 0} end
+if status == 'running' and tostring(a.retry_of) ~= job[8] then
+  local lease = redis.call('ZSCORE', KEYS[6], a.id)
+  if lease and tonumber(lease) > a.now then return {'skip', 0, '', 0} end  -- someone runs it now
 end
 if job[2] == '1' or redis.call('HGET', KEYS[5], 'disabled') == '1' then return {'cancel', 0, '', 0} end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-if attempt > tonumber(ARGV[2]) then return {'exhausted', attempt, '', 0} end
+if attempt > a.max_attempts then return {'exhausted', attempt, '', 0} end
 local run = redis.call('HINCRBY', KEYS[1], 'run', 1)
-redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[6])
-redis.call('ZADD', KEYS[6], ARGV[7], ARGV[3])
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', a.now_iso, 'worker', a.worker)
+redis.call('ZADD', KEYS[6], a.lease_until, a.id)
 local event = ''
 if status == 'queued' then
   if job[3] then redis.call('HINCRBY', KEYS[3], 'queued', -1); redis.call('HINCRBY', KEYS[3], 'running', 1) end
-  if attempt == 1 and job[4] and job[5] and string.find(job[5], '"started"', 1, true) then
-    event = cjson.encode({id = ARGV[5], type = 'job.started', job_id = ARGV[3], key_id = job[6], url = job[4],
-                          at = tonumber(ARGV[4])})
-    redis.call('ZADD', KEYS[4], ARGV[4], event)
+  if attempt == 1 and job[4] and job[5] and wants(job[5], 'started') then
+    event = cjson.encode({id = a.event, type = 'job.started', job_id = a.id, key_id = job[6], url = job[4],
+                          at = a.now})
+    redis.call('ZADD', KEYS[4], a.now, event)
   end
 end
 return {'run', attempt, event, run}
 """
 
-FINISH = """
+FINISH = _LUA_COMMON + """
 -- Move a job to a terminal state and settle its credits, once; or ask a running job to cancel.
 -- KEYS[1] job hash  KEYS[2] hold  KEYS[3] credit balance of its key  KEYS[4] done channel  KEYS[5] stats
 -- KEYS[6] active count of the key  KEYS[7] batch hash  KEYS[8] batch job list  KEYS[9] outbox
 -- KEYS[10] expiring set  KEYS[11] waiting set of its queue  KEYS[12] params of the job
 -- KEYS[13] webhook delivery log of the job  KEYS[14] leases
--- ARGV[1] terminal status, or 'cancel' (queued -> canceled; running -> cancel requested)
--- ARGV[2] now (epoch s)  ARGV[3] retention (s)  ARGV[4] job event id  ARGV[5] batch event id  ARGV[6] job id
--- ARGV[7] the run that ends it ('' = whoever runs it: the gateway's cancel, a job no run holds)
--- ARGV[8..] field, value pairs to store with the terminal state (finished_at first)
+-- ARGV[1] one JSON object: id (the job's), target (a terminal status, or 'cancel': queued -> canceled;
+--   running -> cancel requested), now (epoch s), finished_at (ISO), retention (s), job_event and batch_event
+--   (the ids of the events it may write), fields (hash fields to store with the terminal status asked);
+--   optional: run (the run that ends it; absent = whoever runs it: the gateway's cancel, a job no run holds)
 -- Success after a cancel request turns into canceled (and the fields are not stored).
--- Returns {code, job event, batch event}: code 1 moved (to ARGV[1]), 2 moved to canceled instead,
+-- Returns {code, job event, batch event}: code 1 moved (to target), 2 moved to canceled instead,
 -- 3 cancel requested (it is running), 0 already terminal or missing (nothing changes), -1 the run named is no
 -- longer the job's (its lease lapsed and the job was claimed: nothing changes, its result is not the job's)
+local a = cjson.decode(ARGV[1])
 local job = redis.call('HMGET', KEYS[1], 'status', 'cancel_requested', 'batch_id', 'webhook_url', 'webhook_events',
                        'key_id', 'run')
 local status = job[1]
 if not status then return {0, '', ''} end
-if ARGV[7] ~= '' and ARGV[7] ~= job[7] then return {-1, '', ''} end
-if status == 'succeeded' or status == 'failed' or status == 'canceled' then return {0, '', ''} end
-local target, code = ARGV[1], 1
+if a.run and tostring(a.run) ~= job[7] then return {-1, '', ''} end
+if TERMINAL[status] then return {0, '', ''} end
+local target, code = a.target, 1
 if target == 'cancel' then
   if status == 'running' then
     redis.call('HSET', KEYS[1], 'cancel_requested', '1')
@@ -209,9 +203,10 @@ if target == 'cancel' then
 elseif target == 'succeeded' and job[2] == '1' then
   target, code = 'canceled', 2
 end
-redis.call('HSET', KEYS[1], 'status', target)
-if code == 1 and #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
-if code == 2 then redis.call('HSET', KEYS[1], 'finished_at', ARGV[9]) end
+redis.call('HSET', KEYS[1], 'status', target, 'finished_at', a.finished_at)
+if code == 1 then
+  for k, v in pairs(a.fields) do redis.call('HSET', KEYS[1], k, v) end
+end
 local held = redis.call('GET', KEYS[2])
 if held then
   if target == 'succeeded' then
@@ -223,19 +218,18 @@ if held then
   redis.call('DEL', KEYS[2])
 end
 redis.call('DECR', KEYS[6])
-redis.call('ZREM', KEYS[11], ARGV[6])
-redis.call('ZREM', KEYS[14], ARGV[6])
+redis.call('ZREM', KEYS[11], a.id)
+redis.call('ZREM', KEYS[14], a.id)
 redis.call('HINCRBY', KEYS[5], 'jobs_' .. target, 1)
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[12], ARGV[3])
-redis.call('EXPIRE', KEYS[13], ARGV[3])  -- the delivery log goes with its job
-redis.call('ZADD', KEYS[10], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[6])
-local now = tonumber(ARGV[2])
+redis.call('EXPIRE', KEYS[1], a.retention)
+redis.call('EXPIRE', KEYS[12], a.retention)
+redis.call('EXPIRE', KEYS[13], a.retention)  -- the delivery log goes with its job
+redis.call('ZADD', KEYS[10], a.now + a.retention, a.id)
 local job_event, batch_event = '', ''
-if job[4] and (not job[5] or string.find(job[5], '"completed"', 1, true)) then
-  job_event = cjson.encode({id = ARGV[4], type = 'job.' .. target, job_id = ARGV[6], key_id = job[6], url = job[4],
-                            at = now})
-  redis.call('ZADD', KEYS[9], now, job_event)
+if job[4] and (not job[5] or wants(job[5], 'completed')) then
+  job_event = cjson.encode({id = a.job_event, type = 'job.' .. target, job_id = a.id, key_id = job[6], url = job[4],
+                            at = a.now})
+  redis.call('ZADD', KEYS[9], a.now, job_event)
 end
 if job[3] then
   redis.call('HINCRBY', KEYS[7], status, -1)
@@ -243,13 +237,13 @@ if job[3] then
   local c = redis.call('HMGET', KEYS[7], 'total', 'succeeded', 'failed', 'canceled', 'webhook_url')
   if tonumber(c[2]) + tonumber(c[3]) + tonumber(c[4]) == tonumber(c[1]) then
     -- Only the step that ends the last job gets here: batch.completed is written exactly once.
-    redis.call('HSET', KEYS[7], 'finished_at', ARGV[9])
-    redis.call('EXPIRE', KEYS[7], ARGV[3])
-    redis.call('EXPIRE', KEYS[8], ARGV[3])
+    redis.call('HSET', KEYS[7], 'finished_at', a.finished_at)
+    redis.call('EXPIRE', KEYS[7], a.retention)
+    redis.call('EXPIRE', KEYS[8], a.retention)
     if c[5] then
-      batch_event = cjson.encode({id = ARGV[5], type = 'batch.completed', batch_id = job[3], key_id = job[6],
-                                  url = c[5], at = now})
-      redis.call('ZADD', KEYS[9], now, batch_event)
+      batch_event = cjson.encode({id = a.batch_event, type = 'batch.completed', batch_id = job[3], key_id = job[6],
+                                  url = c[5], at = a.now})
+      redis.call('ZADD', KEYS[9], a.now, batch_event)
     end
   end
 end
@@ -316,16 +310,9 @@ for _, id in ipairs(ids) do redis.call('ZREM', KEYS[1], id) end
 return ids
 """
 
-# Fields stored as JSON; everything else is a plain string.
-_JSON_FIELDS = ("params", "objects", "outputs", "metadata", "timings", "webhook_events")
-_INT_FIELDS = ("attempts", "cost", "width", "height", "error_status", "run")
 _QUEUE_INDEX = {queue: i for i, queue in enumerate(names.INFER_QUEUES, start=1)}
 IDEMPOTENCY_TTL_S = 24 * 3600
-
-
-def now_iso() -> str:
-    """Current UTC time, ISO 8601 with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+RETRY_AFTER_S = 5  # Retry-After of ACCEPT's capacity refusals
 
 
 def new_id() -> str:
@@ -346,35 +333,6 @@ def id_age_s(any_id: str) -> float | None:
 def event_id() -> str:
     """A webhook event id (the same on every retry of that event)."""
     return f"msg_{uuid.uuid4().hex}"
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """What the gateway hands the worker: one job's record as accepted (the image stays in storage)."""
-
-    id: str
-    key_id: str
-    mode: str  # "sync" (the drop-in) or "async"
-    params: dict[str, Any]
-    cost: int
-    queue: str
-    priority: str = "normal"
-    created_at: str = field(default_factory=now_iso)
-    input_key: str | None = None
-    input_url: str | None = None
-    input_type: str | None = None
-    width: int | None = None
-    height: int | None = None
-    batch_id: str | None = None
-    metadata: dict[str, Any] | None = None
-    webhook_url: str | None = None
-    webhook_events: list[str] | None = None
-    model: str | None = None  # the model preset (SAMQ_MODELS) the job is for; the worker records the one it ran
-
-    def record(self) -> dict[str, str]:
-        """The Redis hash fields of the new job (its params are stored beside it)."""
-        fields = {k: v for k, v in self.__dict__.items() if v is not None and k != "params"}
-        return _encode({**fields, "status": JobStatus.QUEUED.value, "attempts": 0})
 
 
 @dataclass(frozen=True)
@@ -402,7 +360,6 @@ class Limits:
     workers_since: float | None = None  # a worker must have been heard since then (None: no check)
     max_queued: int = 0
     max_active_per_key: int = 0
-    retry_after_s: int = 5
 
 
 class JobStore:
@@ -421,26 +378,33 @@ class JobStore:
         self._claim_lapsed = client.register_script(CLAIM_LAPSED)
         self._claim = client.register_script(CLAIM_DUE)
 
-    def accept(self, jobs: list[NewJob], idem: Idempotency | None = None, batch: dict[str, Any] | None = None,
+    def accept(self, jobs: list[JobRecord], idem: Idempotency | None = None, batch: dict[str, Any] | None = None,
                limits: Limits | None = None) -> Accepted:
         """Reserve credits and record `jobs` (all of one key) in one step; raises, changing nothing."""
         limits = limits or Limits()
         first = jobs[0]
         keys = [names.api_key(first.key_id), names.credits(first.key_id),
-                names.idempotency(first.key_id, idem.key) if idem else names.idempotency(first.key_id, ""),
+                names.idempotency(first.key_id, idem.key if idem else ""),
                 names.STATS, names.UNSENT, names.WORKERS, names.active(first.key_id),
                 names.batch(first.batch_id or ""), names.batch_jobs(first.batch_id or ""),
                 *(names.waiting(q) for q in names.INFER_QUEUES)]
-        args: list[Any] = [time.time(), first.cost, "".join(str(_QUEUE_INDEX[job.queue]) for job in jobs),
-                           idem.fingerprint if idem else "", IDEMPOTENCY_TTL_S,
-                           idem.status if idem else 0, idem.body if idem else "",
-                           "" if limits.workers_since is None else limits.workers_since,
-                           limits.max_queued, limits.max_active_per_key,
-                           _json(_encode(batch)) if batch else ""]
+        arg: dict[str, Any] = {"now": time.time(), "cost": first.cost, "jobs": []}
+        if idem:
+            arg["idempotency"] = {"fingerprint": idem.fingerprint, "ttl": IDEMPOTENCY_TTL_S, "status": idem.status,
+                                  "body": idem.body}
+        if limits.workers_since is not None:
+            arg["workers_since"] = limits.workers_since
+        if limits.max_queued:
+            arg["max_queued"] = limits.max_queued
+        if limits.max_active_per_key:
+            arg["max_active"] = limits.max_active_per_key
+        if batch:
+            arg["batch"] = encode_fields(batch)
         for job in jobs:
             keys += [names.job(job.id), names.hold(job.id), names.params(job.id)]
-            args += [_json(job.record()), _json(job.params)]
-        code, value, *rest = self._accept(keys=keys, args=args)
+            arg["jobs"].append({"fields": job.to_redis(), "params": job.params.to_json(),
+                                "waiting": _QUEUE_INDEX[job.queue]})
+        code, value, *rest = self._accept(keys=keys, args=[dump_json(arg)])
         if code == 1:
             return Accepted(balance=int(value))
         if code == 2:
@@ -451,11 +415,10 @@ class JobStore:
                 f"this call costs {first.cost * len(jobs)} credits; the key has {value}; nothing was charged"),
             -1: lambda: Unauthorized("unknown API key"),
             -2: lambda: Unauthorized("this API key is disabled"),
-            -3: lambda: NoCapacity("no worker is running; nothing was charged", limits.retry_after_s),
-            -4: lambda: QueueFull(f"the queue is full ({value} jobs waiting); nothing was charged",
-                                  limits.retry_after_s),
+            -3: lambda: NoCapacity("no worker is running; nothing was charged", RETRY_AFTER_S),
+            -4: lambda: QueueFull(f"the queue is full ({value} jobs waiting); nothing was charged", RETRY_AFTER_S),
             -5: lambda: TooManyJobs(f"this key has {value} unfinished jobs, the most allowed is "
-                                    f"{limits.max_active_per_key}; nothing was charged", limits.retry_after_s),
+                                    f"{limits.max_active_per_key}; nothing was charged", RETRY_AFTER_S),
         }[code]()
 
     def sent(self, job_ids: list[str]) -> None:
@@ -484,13 +447,11 @@ class JobStore:
         """Ids of jobs whose retention has ended (their records are gone); each id is handed out once."""
         return [i.decode() for i in self._claim(keys=[names.EXPIRING], args=[time.time(), limit])]
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
-        """The job record, decoded, or None."""
+    def get(self, job_id: str) -> JobRecord | None:
+        """The job record, or None."""
         with self.client.pipeline(transaction=False) as pipe:
             raw, params = pipe.hgetall(names.job(job_id)).get(names.params(job_id)).execute()
-        if not raw:
-            return None
-        return {**_decode(raw), "params": json.loads(params) if params else {}}
+        return JobRecord.from_redis(raw, params) if raw else None
 
     def statuses(self, job_ids: list[str]) -> list[str | None]:
         """The status of each job (None for expired ones), in one round trip."""
@@ -507,15 +468,17 @@ class JobStore:
         """Whether someone asked to cancel this (running) job."""
         return self.client.hget(names.job(job_id), "cancel_requested") == b"1"
 
-    def start(self, job: dict[str, Any], max_attempts: int, worker: str = "", retry_of: int | None = None) -> Start:
+    def start(self, job: JobRecord, max_attempts: int, worker: str = "", retry_of: int | None = None) -> Start:
         """Mark running under a lease of `worker` and count the attempt, or say why not (see START); publishes
         job.started. `retry_of`: the run a retry message continues (it may start while that run's lease lasts)."""
-        keys = [names.job(job["id"]), names.waiting(job.get("queue", names.QUEUE_NORMAL)),
-                names.batch(job.get("batch_id", "")), names.OUTBOX, names.api_key(job["key_id"]), names.LEASES]
+        keys = [names.job(job.id), names.waiting(job.queue), names.batch(job.batch_id or ""), names.OUTBOX,
+                names.api_key(job.key_id), names.LEASES]
         now = time.time()
-        verdict, attempt, event, run = self._start(
-            keys=keys, args=[now_iso(), max_attempts, job["id"], now, event_id(), worker, now + self.lease_s,
-                             "" if retry_of is None else retry_of])
+        arg: dict[str, Any] = {"id": job.id, "now": now, "now_iso": now_iso(), "max_attempts": max_attempts,
+                               "event": event_id(), "worker": worker, "lease_until": now + self.lease_s}
+        if retry_of is not None:
+            arg["retry_of"] = retry_of
+        verdict, attempt, event, run = self._start(keys=keys, args=[dump_json(arg)])
         if event:
             self.on_events([event.decode()])
         return Start(Verdict(verdict.decode()), int(attempt), int(run))
@@ -551,70 +514,43 @@ class JobStore:
         claimed = self._claim_lapsed(keys=keys, args=[now, *ids])
         return [(i.decode(), queues[i.decode()]) for i in claimed]
 
-    def _move(self, job: dict[str, Any], target: str, fields: dict[str, Any], run: int | None = None) -> int:
-        finished_at = fields.setdefault("finished_at", now_iso())
-        args: list[Any] = [target, time.time(), self.retention_s, event_id(), event_id(), job["id"],
-                           "" if run is None else run, "finished_at", finished_at]
-        for key, value in _encode(fields).items():
-            if key != "finished_at":
-                args += [key, value]
-        batch_id = job.get("batch_id", "")
-        keys = [names.job(job["id"]), names.hold(job["id"]), names.credits(job["key_id"]), names.job_done(job["id"]),
-                names.STATS, names.active(job["key_id"]), names.batch(batch_id), names.batch_jobs(batch_id),
-                names.OUTBOX, names.EXPIRING, names.waiting(job.get("queue", names.QUEUE_NORMAL)),
-                names.params(job["id"]), names.deliveries(job["id"]), names.LEASES]
-        code, *events = self._finish(keys=keys, args=args)
+    def _move(self, job: JobRecord, target: str, fields: dict[str, Any], run: int | None = None) -> int:
+        now = time.time()
+        arg: dict[str, Any] = {"id": job.id, "target": target, "now": now, "finished_at": now_iso(),
+                               "retention": self.retention_s, "job_event": event_id(), "batch_event": event_id(),
+                               "fields": encode_fields(fields)}
+        if run is not None:
+            arg["run"] = run
+        batch_id = job.batch_id or ""
+        keys = [names.job(job.id), names.hold(job.id), names.credits(job.key_id), names.job_done(job.id),
+                names.STATS, names.active(job.key_id), names.batch(batch_id), names.batch_jobs(batch_id),
+                names.OUTBOX, names.EXPIRING, names.waiting(job.queue), names.params(job.id),
+                names.deliveries(job.id), names.LEASES]
+        code, *events = self._finish(keys=keys, args=[dump_json(arg)])
         events = [e.decode() for e in events if e]
         if events:
             self.on_events(events)
         return int(code)
 
-    def finish(self, job: dict[str, Any], status: JobStatus, run: int | None = None, **fields: Any) -> bool:
-        """Move to a terminal state; succeeded commits the hold, anything else refunds it.
+    def finish(self, job: JobRecord, status: JobStatus, run: int | None = None, success: Success | None = None) -> bool:
+        """Move to a terminal state; succeeded commits the hold (storing `success`), anything else refunds it.
 
         False when the job was already terminal, or was canceled meanwhile (then it ends canceled, refunded), or
         `run` (the run ending it) is no longer the job's (see `end`).
         """
-        return self.end(job, status, run, **fields) == Finish.MOVED
+        return self.end(job, status, run, success) == Finish.MOVED
 
-    def end(self, job: dict[str, Any], status: JobStatus, run: int | None = None, **fields: Any) -> int:
+    def end(self, job: JobRecord, status: JobStatus, run: int | None = None, success: Success | None = None) -> int:
         """`finish`, answering FINISH's code (`Finish`): LOST when `run` was claimed away (nothing changes)."""
-        assert status.terminal
-        return self._move(job, status.value, fields, run)
+        assert status.terminal and (success is None or status is JobStatus.SUCCEEDED)
+        return self._move(job, status.value, success.model_dump() if success else {}, run)
 
-    def fail(self, job: dict[str, Any], code: str, message: str, status: int, run: int | None = None) -> bool:
+    def fail(self, job: JobRecord, code: str, message: str, status: int, run: int | None = None) -> bool:
         """Fail a job with an error and refund it."""
-        return self.finish(job, JobStatus.FAILED, run, error_code=code, error_message=message, error_status=status)
+        fields = {"error_code": code, "error_message": message, "error_status": status}
+        return self._move(job, JobStatus.FAILED.value, fields, run) == Finish.MOVED
 
-    def cancel(self, job: dict[str, Any]) -> Cancel:
+    def cancel(self, job: JobRecord) -> Cancel:
         """Cancel a queued job now (refunded), or ask its worker to cancel a running one."""
         code = self._move(job, "cancel", {})
         return {2: Cancel.CANCELED, 3: Cancel.REQUESTED}.get(code, Cancel.TERMINAL)
-
-
-def _json(value: Any) -> str:
-    """Compact JSON with text kept as UTF-8 (not \\u escapes): what is stored weighs what the request bounds
-    count (shared.schemas: metadata bytes, prompt characters), not up to 3 times that."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _encode(record: dict[str, Any]) -> dict[str, str]:
-    out = {}
-    for key, value in record.items():
-        if value is None:
-            continue
-        out[key] = _json(value) if key in _JSON_FIELDS else str(value)
-    return out
-
-
-def _decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
-    record: dict[str, Any] = {}
-    for k, v in raw.items():
-        key, value = k.decode(), v.decode()
-        if key in _JSON_FIELDS:
-            record[key] = json.loads(value)
-        elif key in _INT_FIELDS:
-            record[key] = int(value)
-        else:
-            record[key] = value
-    return record

@@ -11,6 +11,7 @@ import requests
 from tqdm import tqdm
 
 from shared.errors import InvalidRequest
+from shared.records import Params
 
 SAM_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
 HF = "https://huggingface.co"
@@ -224,12 +225,12 @@ def verify(preset: Preset, model_dir: Path) -> list[str]:
     return problems
 
 
-def check_prompts(params: dict, preset_name: str) -> None:
+def check_prompts(params: Params, preset_name: str) -> None:
     """A job's prompt kinds against the engine of this deployment's preset (the gateway's check: no torch here)."""
-    if engine_of(preset_name) == "sam2" and (params.get("exemplars") or params.get("negative_exemplars")):
-        field = "exemplars" if params.get("exemplars") else "negative_exemplars"
+    if engine_of(preset_name) == "sam2" and (params.exemplars or params.negative_exemplars):
+        field = "exemplars" if params.exemplars else "negative_exemplars"
         raise InvalidRequest(f"'{field}' need a SAM 3 preset ({', '.join(SAM3_PRESETS)}); this service runs "
                              f"{preset_name!r} (SAM 2 + Grounding DINO)")
-    if engine_of(preset_name) == "sam3" and params.get("everything") is not None:
+    if engine_of(preset_name) == "sam3" and params.everything is not None:
         sam2 = ", ".join(p for p in PRESET_NAMES if engine_of(p) == "sam2")
         raise InvalidRequest(f"'everything' needs a SAM 2 preset ({sam2}); this service runs {preset_name!r} (SAM 3)")

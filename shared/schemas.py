@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from shared.errors import InvalidRequest
+from shared.records import Params
 
 Point = tuple[float, float]
 Box = tuple[float, float, float, float]
@@ -252,14 +253,14 @@ class SegmentRequest(BaseModel):
         """Whether `image` is a URL rather than base64."""
         return self.image.lstrip()[:8].lower().startswith(("http://", "https://"))
 
-    def params(self) -> dict[str, Any]:
+    def params(self) -> Params:
         """What the worker needs, without the image."""
         outputs = ["overlay_jpeg" if self.overlay_mask else "mask_jpeg"]
         if self.prompt is not None:  # a prompt wins: coordinates are ignored
-            return {"prompt": self.prompt, "overlay_mask": self.overlay_mask, "outputs": outputs}
+            return Params(prompt=self.prompt, overlay_mask=self.overlay_mask, outputs=outputs)
         points = [list(p) for p in self.coordinates] + [list(p) for p in self.remove_coordinates]
         labels = [1] * len(self.coordinates) + [0] * len(self.remove_coordinates)
-        return {"points": points, "labels": labels, "overlay_mask": self.overlay_mask, "outputs": outputs}
+        return Params(points=points, labels=labels, overlay_mask=self.overlay_mask, outputs=outputs)
 
 
 EVERYTHING_POINTS_PER_SIDE = (4, 64)  # bounds of points_per_side (SAMQ_EVERYTHING_MAX_POINTS_PER_SIDE may lower 64)
@@ -441,7 +442,7 @@ class JobRequest(SegmentRequest):
         """The outputs to render: as asked, else the picture the drop-in would give plus the JSON."""
         return self.outputs or ["overlay_jpeg" if self.overlay_mask else "mask_jpeg", "json"]
 
-    def params(self) -> dict[str, Any]:
+    def params(self) -> Params:
         """What the worker needs, without the image."""
         params: dict[str, Any] = {"outputs": self.chosen_outputs(), "overlay_mask": self.overlay_mask}
         if self.everything is not None:
@@ -465,7 +466,7 @@ class JobRequest(SegmentRequest):
             params["multimask"] = self.multimask
         if self.polygons:
             params["polygons"] = True
-        return params
+        return Params(**params)
 
 
 class BatchRequest(BaseModel):
@@ -481,14 +482,15 @@ class BatchRequest(BaseModel):
     metadata: BatchMetadata = None
 
 
-def check_inside(params: dict[str, Any], width: int, height: int) -> None:
+def check_inside(params: Params, width: int, height: int) -> None:
     """Clicks and boxes must lie inside the displayed image; the message names the field."""
-    for (x, y), label in zip(params.get("points", []), params.get("labels", []), strict=True):
+    for (x, y), label in zip(params.points, params.labels, strict=True):
         if not (x < width and y < height):
             field = "coordinates" if label == 1 else "remove_coordinates"
             raise InvalidRequest(f"'{field}' point [{x:g}, {y:g}] is outside the {width}x{height} image")
-    for name in ("boxes", "exemplars", "negative_exemplars"):
-        for box in params.get(name, []):
+    for name, boxes in (("boxes", params.boxes), ("exemplars", params.exemplars),
+                        ("negative_exemplars", params.negative_exemplars)):
+        for box in boxes:
             if box[2] > width or box[3] > height:
                 raise InvalidRequest(f"'{name}' box {[round(v, 1) for v in box]} is outside the {width}x{height} image")
 

@@ -9,8 +9,10 @@ import threading
 from collections.abc import Callable, Collection
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from harness.procs import wait_until
+from shared.records import Success
 
 ENDED = ("succeeded", "failed", "canceled")  # the statuses a job ends in
 
@@ -56,3 +58,9 @@ class Gated:
             assert self.gate.wait(30)
         return self.models
 
+
+
+def success(**fields: Any) -> Success:
+    """What a run that succeeded stores (FINISH), with `fields` set and the rest empty."""
+    return Success(**{"objects": [], "objects_found": 0, "outputs": {}, "embedding": "computed", "model": "test",
+                      "timings": {}, **fields})

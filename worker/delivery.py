@@ -21,7 +21,7 @@ from shared.fetch import pinned_pool
 from shared.jobs import JobStore
 from shared.settings import Settings
 from shared.storage import Storage
-from shared.views import job_view
+from shared.views import public_job
 from shared.webhooks import Event
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class Deliverer:
         s = self.settings
         if event.job_id:
             job = self.jobs.get(event.job_id)
-            return job_view(job, self.storage, s.base_url, s.presign_expires_s) if job else None
+            return public_job(job, self.storage, s.base_url, s.presign_expires_s) if job else None
         batch = get_batch(self.client, event.batch_id or "")
         return batch_view(batch, s.base_url) if batch else None
 

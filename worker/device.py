@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
 
+from shared.records import Params
 from worker import pipeline, sam3_pipeline
 from worker.inputs import Picture
 from worker.metrics import DEVICE_SECONDS, Timings, timing
@@ -48,7 +48,7 @@ class Segmented:
 class _Request:
     rank: tuple[int, int]  # (queue priority, arrival): high-priority jobs are answered first
     picture: Picture = field(compare=False)
-    params: dict[str, Any] = field(compare=False)
+    params: Params = field(compare=False)
     timings: Timings = field(compare=False)
     answer: Future = field(compare=False, default_factory=Future)
     found: list[Detection] | None = field(compare=False, default=None)
@@ -76,7 +76,7 @@ class Device:
                 self._thread = threading.Thread(target=self._serve, name="samq-device", daemon=True)
                 self._thread.start()
 
-    def segment(self, picture: Picture, params: dict[str, Any], priority: int = 1,
+    def segment(self, picture: Picture, params: Params, priority: int = 1,
                 timings: Timings | None = None) -> Segmented:
         """Run a job's models on the device thread and wait for the answer (its errors are raised here).
 
@@ -110,7 +110,7 @@ class Device:
     def _run(self, batch: list[_Request]) -> None:
         models = self._models()
         for request in batch:  # text prompts first find their boxes: a prompt that finds nothing needs no encoder
-            if request.params.get("prompt") and models.sam3 is None:  # SAM 3 finds its instances itself
+            if request.params.prompt and models.sam3 is None:  # SAM 3 finds its instances itself
                 self._step(request, lambda r: setattr(r, "found", pipeline.detect_objects(
                     models.dino, r.picture, r.params, self.limits)))
         pending = [r for r in batch if not r.answer.done()]

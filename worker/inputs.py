@@ -21,6 +21,7 @@ from PIL import Image
 from shared.errors import NotFound, SamqError
 from shared.fetch import fetch
 from shared.images import ImageInfo, load_rgb, peek_image
+from shared.records import JobRecord
 from worker.embedding import cache_key
 
 if TYPE_CHECKING:
@@ -143,14 +144,14 @@ def decode(data: bytes, max_bytes: int, max_pixels: int, outputs: list[str]) -> 
     return Picture(model_view(small), (info.width, info.height), source=source)
 
 
-def load_input(rt: Runtime, job: dict) -> Picture:
+def load_input(rt: Runtime, job: JobRecord) -> Picture:
     """The job's image: fetched (URL) or read from storage, decoded, EXIF-oriented."""
     s = rt.settings
-    if job.get("input_url"):
-        data = fetch(job["input_url"], s.max_image_bytes, s.fetch_timeout_s, s.allowed_fetch_hosts)
+    if job.input_url:
+        data = fetch(job.input_url, s.max_image_bytes, s.fetch_timeout_s, s.allowed_fetch_hosts)
     else:
         try:
-            data = rt.storage.get(job["input_key"])
+            data = rt.storage.get(job.input_key or "")
         except NotFound as exc:  # our fault, not the client's: a server error, retried
-            raise SamqError(f"the stored input of job {job['id']} is missing") from exc
-    return decode(data, s.max_image_bytes, s.max_image_pixels, job["params"].get("outputs", ["overlay_jpeg"]))
+            raise SamqError(f"the stored input of job {job.id} is missing") from exc
+    return decode(data, s.max_image_bytes, s.max_image_pixels, job.params.outputs)

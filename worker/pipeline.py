@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
+from shared.records import Params
 from shared.schemas import check_inside
 from worker import everything, export, render
 from worker.embedding import Embedder
@@ -70,30 +71,38 @@ def _bounds(mask: np.ndarray) -> list[float] | None:
     return [float(box[2]), float(box[0]), float(box[3]), float(box[1])] if box else None
 
 
-def detect_objects(dino: Detector, picture: Picture, params: dict[str, Any], limits: Thresholds) -> list[Detection]:
+def detect_objects(dino: Detector, picture: Picture, params: Params, limits: Thresholds) -> list[Detection]:
     """Grounding DINO's boxes for a text prompt, best first, at most max_objects (in displayed pixels)."""
     with stage("detect"):
-        found = detect(dino, picture.view, params["prompt"], params.get("box_threshold", limits.box),
-                       params.get("text_threshold", limits.text), size=picture.size)
-    return found[: min(params.get("max_objects", limits.max_objects), limits.max_objects)]
+        found = detect(dino, picture.view, params.prompt or "", _or(params.box_threshold, limits.box),
+                       _or(params.text_threshold, limits.text), size=picture.size)
+    return found[: min(_or(params.max_objects, limits.max_objects), limits.max_objects)]
 
 
-def needs_embedding(params: dict[str, Any], found: list[Detection] | None) -> bool:
+T = TypeVar("T")
+
+
+def _or(asked: T | None, default: T) -> T:
+    """The job's own value where it set one (0 included), else the worker's default."""
+    return default if asked is None else asked
+
+
+def needs_embedding(params: Params, found: list[Detection] | None) -> bool:
     """Whether SAM 2 must see the image: always, except for a text prompt that found nothing."""
-    return not params.get("prompt") or bool(found)
+    return not params.prompt or bool(found)
 
 
 @torch.inference_mode()
-def segment(embedder: Embedder, dino: Detector, picture: Picture, params: dict[str, Any], limits: Thresholds,
+def segment(embedder: Embedder, dino: Detector, picture: Picture, params: Params, limits: Thresholds,
             found: list[Detection] | None = None) -> tuple[list[Object], bool]:
     """Objects for a text prompt (its detections, when already run), boxes, clicks, or everything; and whether
     the embedding was cached."""
-    if params.get("everything") is not None:  # SAM 2's automatic mask generator on a grid of points
-        return everything.segment(embedder, picture, params["everything"], limits.everything_objects)
+    if params.everything is not None:  # SAM 2's automatic mask generator on a grid of points
+        return everything.segment(embedder, picture, params.everything, limits.everything_objects)
     pixels, full_hw = picture.pixels, picture.hw
-    multimask = params.get("multimask")
+    multimask = params.multimask
     keep_all = multimask == "all"
-    if params.get("prompt"):
+    if params.prompt:
         if found is None:
             found = detect_objects(dino, picture, params, limits)
         if not found:
@@ -106,7 +115,7 @@ def segment(embedder: Embedder, dino: Detector, picture: Picture, params: dict[s
                 for d, ms, ss in zip(found, masks, scores, strict=True) for m, s in zip(ms, ss, strict=True)], hit
 
     check_inside(params, *picture.size)
-    points, labels, boxes = params.get("points", []), params.get("labels", []), params.get("boxes", [])
+    points, labels, boxes = params.points, params.labels, params.boxes
     hit = embedder.set_image(pixels, full_hw, picture.key)
     coords = np.array(points, dtype=np.float32) if points else None
     point_labels = np.array(labels, dtype=np.int32) if points else None
@@ -124,7 +133,7 @@ def segment(embedder: Embedder, dino: Detector, picture: Picture, params: dict[s
     return [Object("points", round(float(s), 4), m, _bounds(m)) for m, s in zip(masks[0], scores[0], strict=True)], hit
 
 
-def render_outputs(picture: Picture, objects: list[Object], params: dict[str, Any],
+def render_outputs(picture: Picture, objects: list[Object], params: Params,
                    consume: bool = False) -> dict[str, tuple[bytes, str]]:
     """Every requested output, encoded (`picture.full_pixels` is there whenever an output needs them).
 
@@ -133,7 +142,7 @@ def render_outputs(picture: Picture, objects: list[Object], params: dict[str, An
     image, size = picture.full_pixels, picture.size
     masks = [o.mask for o in objects]
     files: dict[str, tuple[bytes, str]] = {}
-    wanted = params.get("outputs", ["overlay_jpeg"])
+    wanted = params.outputs
     for name in wanted:
         if name == "overlay_jpeg":
             last = consume and not PIXEL_OUTPUTS.intersection(wanted[wanted.index(name) + 1 :])
@@ -145,11 +154,11 @@ def render_outputs(picture: Picture, objects: list[Object], params: dict[str, An
         elif name == "cutout_png":
             files[name] = (render.to_png(render.cutout(image, masks)), "image/png")
         elif name == "json":
-            files[name] = (export.objects_json(size, objects, params.get("polygons", False)), "application/json")
+            files[name] = (export.objects_json(size, objects, params.polygons), "application/json")
     return files
 
 
-def run(embedder: Embedder, dino: Detector, image: Image.Image | Picture, params: dict[str, Any],
+def run(embedder: Embedder, dino: Detector, image: Image.Image | Picture, params: Params,
         limits: Thresholds) -> Outcome:
     """Segment and render on the calling thread (what the worker's task and device threads do between them)."""
     picture = image if isinstance(image, Picture) else Picture.of(image)

@@ -12,7 +12,7 @@ from celery import Celery
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from shared import names, outbox, workers
+from shared import outbox, workers
 from shared.celery_apps import enqueue_segment, make_webhook_celery
 from shared.jobs import JobStore
 from shared.redis_client import connect
@@ -146,7 +146,7 @@ class Runtime:
             if job is None:
                 continue
             log.warning("job %s was recorded but never enqueued; sending it now", job_id)
-            enqueue_segment(self.celery, job_id, job.get("queue", names.QUEUE_NORMAL))
+            enqueue_segment(self.celery, job_id, job.queue)
 
     def sweep_expired(self) -> None:
         """Delete the stored input and outputs of jobs whose retention has ended."""

@@ -12,13 +12,13 @@ are `decode`. There is no `detect` stage: SAM 3 finds the instances itself.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from shared.errors import InvalidRequest
+from shared.records import Params
 from shared.schemas import check_inside
 from worker import render
 from worker.inputs import Picture
@@ -41,34 +41,35 @@ def _bounds(mask: np.ndarray) -> list[float] | None:
     return [float(box[2]), float(box[0]), float(box[3]), float(box[1])] if box else None
 
 
-def _check_exemplars_inside(params: dict[str, Any], width: int, height: int) -> None:
-    for name in ("exemplars", "negative_exemplars"):
-        for box in params.get(name, []):
+def _check_exemplars_inside(params: Params, width: int, height: int) -> None:
+    for name, boxes in (("exemplars", params.exemplars), ("negative_exemplars", params.negative_exemplars)):
+        for box in boxes:
             if box[2] > width or box[3] > height:
                 raise InvalidRequest(f"'{name}' box {[round(v, 1) for v in box]} is outside the {width}x{height} "
                                      "image")
 
 
 @torch.inference_mode()
-def segment(engine: Sam3Engine, picture: Picture, params: dict[str, Any],
+def segment(engine: Sam3Engine, picture: Picture, params: Params,
             limits: Thresholds) -> tuple[list[Object], bool]:
     """Objects for a text prompt and/or exemplars, boxes or clicks; and whether the features were cached."""
-    if params.get("everything") is not None:
+    if params.everything is not None:
         raise InvalidRequest("'everything' needs a SAM 2 preset; this worker runs SAM 3")
-    texts = phrases(params.get("prompt"))
-    exemplars, negatives = params.get("exemplars", []), params.get("negative_exemplars", [])
+    texts = phrases(params.prompt)
+    exemplars, negatives = params.exemplars, params.negative_exemplars
     if texts or exemplars or negatives:
         _check_exemplars_inside(params, *picture.size)
         hit = engine.set_image(picture.pixels, picture.hw, picture.key)
-        limit = min(params.get("max_objects", limits.max_objects), limits.max_objects)
+        limit = min(limits.max_objects if params.max_objects is None else params.max_objects, limits.max_objects)
         with stage("decode"):
-            found = engine.concept(texts or [None], exemplars, negatives, params.get("box_threshold", limits.box),
+            box_threshold = limits.box if params.box_threshold is None else params.box_threshold
+            found = engine.concept(texts or [None], exemplars, negatives, box_threshold,
                                    limit)
         return [Object(f.label, round(f.score, 4), f.mask, [round(v, 1) for v in f.box]) for f in found], hit
 
     check_inside(params, *picture.size)
-    points, labels, boxes = params.get("points", []), params.get("labels", []), params.get("boxes", [])
-    multimask = params.get("multimask")
+    points, labels, boxes = params.points, params.labels, params.boxes
+    multimask = params.multimask
     hit = engine.set_image(picture.pixels, picture.hw, picture.key)
     if boxes:
         with stage("decode"):  # several boxes go through the tracker in one call, one object each
@@ -81,7 +82,7 @@ def segment(engine: Sam3Engine, picture: Picture, params: dict[str, Any],
     return [Object("points", round(float(s), 4), m, _bounds(m)) for m, s in zip(masks[0], scores[0], strict=True)], hit
 
 
-def run(engine: Sam3Engine, image: Image.Image | Picture, params: dict[str, Any], limits: Thresholds) -> Outcome:
+def run(engine: Sam3Engine, image: Image.Image | Picture, params: Params, limits: Thresholds) -> Outcome:
     """Segment and render on the calling thread (in-process use and tests; the worker splits it across threads)."""
     picture = image if isinstance(image, Picture) else Picture.of(image)
     objects, hit = segment(engine, picture, params, limits)

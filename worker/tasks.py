@@ -8,7 +8,8 @@ from celery import Celery, Task
 
 from shared import names
 from shared.errors import SamqError
-from shared.jobs import Finish, JobStatus, Verdict
+from shared.jobs import Finish, Verdict
+from shared.records import JobRecord, JobStatus, Success
 from worker import export, pipeline
 from worker.inputs import load_input
 from worker.metrics import JOBS, Timings, stage, timing
@@ -30,17 +31,16 @@ def masks_key(job_id: str) -> str:
     return f"results/{job_id}/masks.json"
 
 
-def run_job(rt: Runtime, job: dict, timings: Timings) -> tuple[pipeline.Outcome, int | None]:
+def run_job(rt: Runtime, job: JobRecord, timings: Timings) -> tuple[pipeline.Outcome, int | None]:
     """Fetch and decode here, run the models on the device thread, render here; returns the outcome and the
     size of the batched encoder call that served it (None if it was not batched)."""
     with stage("fetch"):
         picture = load_input(rt, job)
         picture.key  # noqa: B018 - hash the pixels on this thread, not the device's
-    queue = job.get("queue", names.QUEUE_NORMAL)
-    priority = names.INFER_QUEUES.index(queue) if queue in names.INFER_QUEUES else 1
-    answer = rt.device().segment(picture, job["params"], priority, timings)
+    priority = names.INFER_QUEUES.index(job.queue) if job.queue in names.INFER_QUEUES else 1
+    answer = rt.device().segment(picture, job.params, priority, timings)
     with stage("render"):
-        files = pipeline.render_outputs(picture, answer.objects, job["params"], consume=True)
+        files = pipeline.render_outputs(picture, answer.objects, job.params, consume=True)
         masks = export.kept_masks(picture.size, answer.objects)
     return pipeline.Outcome(answer.objects, files, answer.cache_hit, masks), answer.batch
 
@@ -96,10 +96,10 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
         store.fail(job, "too_many_attempts", f"the job failed {start.attempt - 1} attempts", 500)  # EXHAUSTED
         return "failed"
 
-    def run_attempt(task: Task, job: dict, attempt: int, run: int) -> str:
+    def run_attempt(task: Task, job: JobRecord, attempt: int, run: int) -> str:
         """One run of a job under its lease; every FINISH names the run, so a run claimed away changes nothing."""
-        store, job_id = rt.jobs, job["id"]
-        timings = Timings(job.get("created_at"))
+        store, job_id = rt.jobs, job.id
+        timings = Timings(job.created_at)
         try:
             with timing(timings):
                 outcome, batch = run_job(rt, job, timings)
@@ -126,12 +126,10 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
                 raise task.retry(args=[job_id, run], countdown=countdown) from exc
             store.fail(job, error.code, error.message, error.status, run)  # out of attempts: failed, refunded
             return "failed"
-        code = store.end(
-            job, JobStatus.SUCCEEDED, run, objects=[summary(o) for o in outcome.objects], objects_found=outcome.found,
-            outputs=outputs, embedding="cached" if outcome.cache_hit else "computed", batch=batch,
-            model=rt.models().preset.name,
-            timings=timings.as_record(),
-        )
+        code = store.end(job, JobStatus.SUCCEEDED, run, Success(
+            objects=[summary(o) for o in outcome.objects], objects_found=outcome.found, outputs=outputs,
+            embedding="cached" if outcome.cache_hit else "computed", batch=batch, model=rt.models().preset.name,
+            timings=timings.as_record()))
         if code == Finish.LOST:  # claimed while uploading: the job is another run's now (same names, same content)
             if store.statuses([job_id])[0] in (JobStatus.FAILED, JobStatus.CANCELED):
                 rt.storage.delete_prefix(f"results/{job_id}/")  # no success refers to them

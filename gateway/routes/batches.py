@@ -15,7 +15,8 @@ from gateway.submit import accept, fingerprint, prepare_batch
 from shared import batches, names
 from shared.errors import InvalidRequest, NotFinished, NotFound
 from shared.fetch import check_url
-from shared.jobs import Cancel, NewJob, new_id, now_iso
+from shared.jobs import Cancel, new_id
+from shared.records import JobRecord, now_iso
 from shared.schemas import BatchRequest, parse_body
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
@@ -49,7 +50,7 @@ def submit_batch():
     record = {"id": batch_id, "key_id": key.key_id, "created_at": now_iso(), "priority": req.priority or "normal",
               "webhook_url": req.webhook_url, "metadata": req.metadata}
 
-    def answer(jobs: list[NewJob]) -> tuple[int, dict]:
+    def answer(jobs: list[JobRecord]) -> tuple[int, dict]:
         view = batches.batch_view({**record, "total": len(jobs), "queued": len(jobs), "running": 0,
                                    "succeeded": 0, "failed": 0, "canceled": 0}, _base_url())
         return 202, {**view, "job_ids": [job.id for job in jobs]}

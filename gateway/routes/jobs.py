@@ -6,11 +6,12 @@ from flask import Blueprint, Response, jsonify, request
 
 from gateway.auth import authenticate
 from gateway.body import request_body
-from gateway.routes.views import job_view, new_job_view
+from gateway.routes.views import job_view
 from gateway.services import services
 from gateway.submit import accept, fingerprint, prepare
 from shared.errors import Expired, InvalidRequest, NoResult, NotCancelable, NotFinished, NotFound, SamqError
-from shared.jobs import Accepted, Cancel, JobStatus, id_age_s
+from shared.jobs import Accepted, Cancel, id_age_s
+from shared.records import JobRecord, JobStatus
 from shared.schemas import IDEMPOTENCY_KEY_MAX_CHARS, JobRequest, parse_body
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -52,10 +53,10 @@ def gone(kind: str, record_id: str) -> SamqError:
     return NotFound(f"no {kind} {record_id}")
 
 
-def own_job(job_id: str, key_id: str) -> dict:
+def own_job(job_id: str, key_id: str) -> JobRecord:
     """The caller's job, or 404."""
     job = services().jobs.get(job_id)
-    if job is None or job.get("key_id") != key_id:
+    if job is None or job.key_id != key_id:
         raise gone("job", job_id)
     return job
 
@@ -68,8 +69,8 @@ def submit_job():
     idem = idempotency_key()
     body = request_body()
     req = parse_body(JobRequest, body)
-    item = prepare(svc, key, req, mode="async")
-    status, answer, accepted = accept(svc, key, [item], lambda jobs: (202, new_job_view(jobs[0])), idem,
+    item = prepare(svc, key, req)
+    status, answer, accepted = accept(svc, key, [item], lambda jobs: (202, job_view(jobs[0])), idem,
                                       fingerprint(body))
     return answer_json(status, answer, accepted)
 
@@ -89,7 +90,7 @@ def cancel_job(job_id: str):
     job = own_job(job_id, key.key_id)
     outcome = svc.jobs.cancel(job)
     if outcome is Cancel.TERMINAL:
-        raise NotCancelable(f"job {job_id} has already {job['status']}; it cannot be canceled")
+        raise NotCancelable(f"job {job_id} has already {job.status.value}; it cannot be canceled")
     response = jsonify(job_view(svc.jobs.get(job_id) or job))
     response.status_code = 200 if outcome is Cancel.CANCELED else 202
     return response
@@ -100,12 +101,12 @@ def get_result(job_id: str):
     """The bytes of a finished job's output."""
     key = authenticate()
     job = own_job(job_id, key.key_id)
-    status = JobStatus(job["status"])
+    status = job.status
     if status is not JobStatus.SUCCEEDED:
         if status.terminal:
             raise NoResult(f"job {job_id} is {status.value}; it has no result")
         raise NotFinished(f"job {job_id} is {status.value}; poll until it has succeeded")
-    outputs = job.get("outputs", {})
+    outputs = job.outputs or {}
     name = request.args.get("output") or next(iter(outputs), None)
     if name not in outputs:
         raise InvalidRequest(f"unknown output {name!r}; this job has {', '.join(outputs)}")

@@ -8,15 +8,11 @@ from flask import request
 
 from gateway.services import services
 from shared import views
-from shared.jobs import JobStatus, NewJob
+from shared.records import JobRecord
 
 
-def job_view(job: dict[str, Any]) -> dict[str, Any]:
-    """The public JSON of a job, as seen through this gateway."""
+def job_view(job: JobRecord) -> dict[str, Any]:
+    """The public JSON of a job, as seen through this gateway (a job just accepted included: its answer is built
+    before it is recorded, so it can be stored for replays)."""
     svc = services()
-    return views.job_view(job, svc.storage, request.host_url.rstrip("/"), svc.settings.presign_expires_s)
-
-
-def new_job_view(job: NewJob) -> dict[str, Any]:
-    """The public JSON of a job just accepted (before it is recorded, so it can be stored for replays)."""
-    return job_view({**job.__dict__, "status": JobStatus.QUEUED.value, "attempts": 0})
+    return views.public_job(job, svc.storage, request.host_url.rstrip("/"), svc.settings.presign_expires_s)

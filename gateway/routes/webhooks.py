@@ -86,6 +86,6 @@ def redeliver(job_id: str, n: int):
     if webhooks.is_disabled(svc.redis, key.key_id, record["url"]):
         raise WebhookDisabled(f"{record['url']} is disabled after a 410; enable it with POST /v1/webhooks/enable")
     event = Event(id=record["event"], type=record["type"], key_id=key.key_id, url=record["url"],
-                  at=record["event_at"], job_id=job["id"])
+                  at=record["event_at"], job_id=job.id)
     outbox.send(svc.webhook_celery, event.to_json())
     return jsonify({"event": event.id, "type": event.type, "url": event.url, "status": "queued"}), 202

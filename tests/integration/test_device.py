@@ -14,6 +14,7 @@ from PIL import Image
 from harness.photos import ASTRONAUT_PNG
 from harness.procs import wait_until
 from shared.errors import InvalidRequest
+from shared.records import Params
 from shared.settings import Settings
 from tests.helpers import Gated
 from worker import pipeline
@@ -24,7 +25,7 @@ from worker.metrics import DEVICE_SECONDS, Timings
 from worker.models.registry import load_models
 
 LIMITS = pipeline.Thresholds(box=0.0, text=0.0, max_objects=3)
-CLICK = {"points": [[100, 120]], "labels": [1], "boxes": []}
+CLICK = Params(points=[[100, 120]], labels=[1], boxes=[])
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def _photos(n: int) -> list[Picture]:
     return [Picture.of(Image.fromarray(np.roll(base, 37 * i, axis=1))) for i in range(n)]
 
 
-def _submit(device: Device, picture: Picture, params: dict, answers: dict, name: str, priority: int = 1,
+def _submit(device: Device, picture: Picture, params: Params, answers: dict, name: str, priority: int = 1,
             timings: Timings | None = None) -> threading.Thread:
     def run() -> None:
         try:
@@ -61,8 +62,8 @@ def _waiting(device: Device, n: int) -> None:
     wait_until(lambda: len(device._waiting) == n, 10, f"{n} requests waiting")
 
 
-@pytest.mark.parametrize("params", [CLICK, {"points": [], "labels": [], "boxes": [[40, 40, 300, 400]]},
-                                    {"prompt": "boy . dog ."}], ids=["click", "box", "text"])
+@pytest.mark.parametrize("params", [CLICK, Params(points=[], labels=[], boxes=[[40, 40, 300, 400]]),
+                                    Params(prompt="boy . dog .")], ids=["click", "box", "text"])
 def test_device_answers_as_the_calling_thread(models, params):
     picture = _photos(1)[0]
     here, _ = pipeline.segment(_fresh(models).embedder, models.dino, picture, params, LIMITS)
@@ -126,7 +127,7 @@ def test_one_jobs_error_is_its_own(models):
     pictures, answers = _photos(3), {}
     threads = [_submit(device, pictures[0], CLICK, answers, "first")]
     wait_until(lambda: gated.calls == 1, 10, "the device thread holding the first job")
-    outside = {"points": [[5000, 5000]], "labels": [1], "boxes": []}
+    outside = Params(points=[[5000, 5000]], labels=[1])
     threads += [_submit(device, pictures[1], outside, answers, "bad"), _submit(device, pictures[2], CLICK, answers,
                                                                               "good")]
     _waiting(device, 2)

@@ -14,6 +14,7 @@ from pycocotools import mask as coco_mask
 from harness.photos import ASTRONAUT_PNG, ROCKET_JPG, jpeg_bytes
 from shared.images import load_rgb
 from shared.models import get_preset
+from shared.records import Params
 from shared.settings import Settings
 from worker import pipeline
 from worker.embedding import Embedder, EmbeddingCache
@@ -46,7 +47,7 @@ def _run(models, image, **params):
     params.setdefault("labels", [])
     params.setdefault("boxes", [])
     params.setdefault("outputs", ALL)
-    return pipeline.run(models.embedder, models.dino, image, params, LIMITS)
+    return pipeline.run(models.embedder, models.dino, image, Params(**params), LIMITS)
 
 
 def _check_outputs(outcome, image):
@@ -123,8 +124,8 @@ def test_cache_skips_the_encoder_and_changes_nothing(models, astronaut):
     fresh = Embedder(models.sam, EmbeddingCache(0))  # the cache off
 
     def click(embedder, point):
-        return pipeline.run(embedder, models.dino, astronaut, {"points": [point], "labels": [1], "boxes": [],
-                                                               "outputs": ["json"]}, LIMITS)
+        return pipeline.run(embedder, models.dino, astronaut, Params(points=[point], labels=[1], outputs=["json"]),
+                            LIMITS)
 
     first = click(cached, [120, 80])
     assert not first.cache_hit and cached.encoder_calls == 1

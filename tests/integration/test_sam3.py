@@ -19,6 +19,7 @@ from pycocotools import mask as coco_mask
 from harness.photos import ASTRONAUT_PNG
 from harness.procs import wait_until
 from shared.errors import InvalidRequest, ModelsMissing
+from shared.records import Params
 from shared.settings import Settings
 from tests.helpers import Gated
 from worker import pipeline, sam3_pipeline
@@ -52,7 +53,7 @@ def astronaut():
 
 def _run(engine, image, **params):
     params.setdefault("outputs", ALL)
-    return sam3_pipeline.run(engine, image, params, LIMITS)
+    return sam3_pipeline.run(engine, image, Params(**params), LIMITS)
 
 
 def _check_outputs(outcome, image):
@@ -205,8 +206,8 @@ def test_tracker_head_equals_the_official_calls(engine, astronaut, kind):
 def test_device_thread_batches_the_vision_encoder_across_jobs(models, engine, astronaut):
     base = np.asarray(astronaut)
     pictures = [Picture.of(Image.fromarray(np.roll(base, 37 * i, axis=1))) for i in range(4)]
-    jobs = [{"prompt": "boy"}, {"prompt": ["dog", "cat"]}, {"points": [[100, 100]], "labels": [1]},
-            {"exemplars": [[10, 10, 200, 200]]}]
+    jobs = [Params(prompt="boy"), Params(prompt=["dog", "cat"]), Params(points=[[100, 100]], labels=[1]),
+            Params(exemplars=[[10, 10, 200, 200]])]
     gated = Gated(replace(models))
     device = Device(gated, LIMITS, max_batch=4)
     answers: dict = {}

@@ -22,8 +22,9 @@ from harness.procs import wait_until
 from harness.receiver import Receiver
 from shared import names, outbox, webhooks
 from shared.celery_apps import make_webhook_celery
-from shared.jobs import JobStatus, JobStore, NewJob, new_id
+from shared.jobs import JobStore, new_id
 from shared.keys import hash_key
+from shared.records import JobRecord, JobStatus
 from shared.webhooks import Event
 
 SCHEDULE = (0, 1, 2)
@@ -247,7 +248,7 @@ def test_batch_completed_is_delivered_once_when_its_last_two_jobs_end_together(s
                                                                                webhook_app):
     # Two workers' FINISH steps released by one barrier, each publishing what its Lua step wrote.
     key_id, batch_id = hash_key(key), new_id()
-    jobs = [NewJob(id=new_id(), key_id=key_id, mode="async", params={"prompt": "x"}, cost=1,
+    jobs = [JobRecord(id=new_id(), key_id=key_id, params={"prompt": "x"}, cost=1,
                    queue=names.QUEUE_NORMAL, batch_id=batch_id) for _ in range(2)]
     store = JobStore(stack.redis, 3600)
     store.accept(jobs, batch={"id": batch_id, "key_id": key_id, "webhook_url": receiver.url("together")})

@@ -19,15 +19,15 @@ IMAGE = base64.b64encode(ROCKET_JPG.read_bytes()).decode()
 
 def test_true_is_every_default_and_an_object_its_options():
     params = parse_body(JobRequest, {"image": IMAGE, "everything": True}).params()
-    assert params["everything"] == {"points_per_side": 32, "points_per_batch": 64, "pred_iou_thresh": 0.8,
+    assert params.everything == {"points_per_side": 32, "points_per_batch": 64, "pred_iou_thresh": 0.8,
                                     "stability_score_thresh": 0.95, "box_nms_thresh": 0.7, "min_area": 0,
                                     "multimask": True}
-    assert "points" not in params and "prompt" not in params
+    assert params.model_fields_set == {"outputs", "overlay_mask", "everything"}  # no points, no prompt
     req = parse_body(JobRequest, {"image": IMAGE, "everything": {"points_per_side": 8, "min_area": 50,
                                                                  "max_objects": 7}})
     req.check(64)
-    assert req.params()["everything"]["points_per_side"] == 8 and req.params()["everything"]["max_objects"] == 7
-    assert "everything" not in parse_body(JobRequest, {"image": IMAGE, "prompt": "cat", "everything": False}).params()
+    assert req.params().everything["points_per_side"] == 8 and req.params().everything["max_objects"] == 7
+    assert parse_body(JobRequest, {"image": IMAGE, "prompt": "cat", "everything": False}).params().everything is None
 
 
 @pytest.mark.parametrize("field,value", [
@@ -82,8 +82,8 @@ def test_a_job_costs_samq_cost_everything_and_the_deployment_bounds_apply(gw):
     r = client.post("/v1/jobs", json={"image": IMAGE, "everything": True}, headers=headers)
     assert r.status_code == 202, r.get_json()
     job = JobStore(rclient, 60).get(r.get_json()["id"])
-    assert job["cost"] == 5 and _holds(rclient, [job["id"]]) == [5] and r.headers["x-remaining-credits"] == "15"
-    assert job["params"]["everything"]["max_objects"] == 50  # the deployment's bound is each job's default
+    assert job.cost == 5 and _holds(rclient, [job.id]) == [5] and r.headers["x-remaining-credits"] == "15"
+    assert job.params.everything["max_objects"] == 50  # the deployment's bound is each job's default
 
 
 def test_a_batch_mixing_everything_with_prompts_charges_each_item_its_own_cost(gw):
@@ -95,7 +95,7 @@ def test_a_batch_mixing_everything_with_prompts_charges_each_item_its_own_cost(g
     assert r.status_code == 202, r.get_json()
     ids = r.get_json()["job_ids"]
     assert _holds(rclient, ids) == [1, 5, 1]
-    assert [JobStore(rclient, 60).get(i)["cost"] for i in ids] == [1, 5, 1]
+    assert [JobStore(rclient, 60).get(i).cost for i in ids] == [1, 5, 1]
     assert KeyStore(rclient).credits.balance(hash_key(key)) == 13 and r.headers["x-remaining-credits"] == "13"
     stats = {k.decode(): int(v) for k, v in rclient.hgetall(names.STATS).items()}
     assert stats["credits_reserved"] == 7  # = the holds: the money invariant holds

@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 from shared import names
 from shared.credits import Credits
 from shared.errors import IdempotencyMismatch, InsufficientCredits, NoCapacity, QueueFull, TooManyJobs, Unauthorized
-from shared.jobs import Cancel, Idempotency, JobStatus, JobStore, Limits, NewJob, Start, Verdict, id_age_s, new_id
+from shared.jobs import Cancel, Idempotency, JobStore, Limits, Start, Verdict, id_age_s, new_id
 from shared.keys import KeyStore, hash_key
+from shared.records import JobRecord, JobStatus
+from tests.helpers import success
 
 QUEUES = {"high": names.QUEUE_HIGH, "normal": names.QUEUE_NORMAL, "low": names.QUEUE_LOW}
 
@@ -28,8 +30,8 @@ def make_key(rclient, credits: int) -> str:
     return hash_key(KeyStore(rclient).create(credits))
 
 
-def new_jobs(key_id: str, n: int = 1, cost: int = 1, priority: str = "normal", **extra) -> list[NewJob]:
-    return [NewJob(id=new_id(), key_id=key_id, mode="async", params={"prompt": "x"}, cost=cost,
+def new_jobs(key_id: str, n: int = 1, cost: int = 1, priority: str = "normal", **extra) -> list[JobRecord]:
+    return [JobRecord(id=new_id(), key_id=key_id, params={"prompt": "x"}, cost=cost,
                    queue=QUEUES[priority], priority=priority, **extra) for _ in range(n)]
 
 
@@ -42,7 +44,7 @@ def test_accept_reserves_and_records_everything_in_one_step(store, rclient):
     [job] = new_jobs(key_id, cost=2)
     assert store.accept([job]).balance == 3
     record = store.get(job.id)
-    assert record["status"] == "queued" and record["cost"] == 2 and record["params"] == {"prompt": "x"}
+    assert record.status == "queued" and record.cost == 2 and record.params.to_json() == '{"prompt":"x"}'
     assert int(rclient.get(names.hold(job.id))) == 2 and rclient.ttl(names.hold(job.id)) == -1  # never expires
     assert waiting(rclient) == {job.id}  # the waiting entry exists before the broker has the job
     assert rclient.zscore(names.UNSENT, job.id) is not None
@@ -94,10 +96,10 @@ def test_success_commits_once_and_is_final(store, rclient):
     store.accept([job])
     record = store.get(job.id)
     assert store.start(record, max_attempts=3) == Start(Verdict.RUN, 1)
-    assert store.finish(record, JobStatus.SUCCEEDED, objects_found=1)
+    assert store.finish(record, JobStatus.SUCCEEDED, success=success(objects_found=1))
     assert not store.fail(record, "x", "late failure", 500)  # terminal states never change
     record = store.get(job.id)
-    assert record["status"] == "succeeded" and "error_code" not in record
+    assert record.status == "succeeded" and record.error_code is None
     assert Credits(rclient).balance(key_id) == 3 and not rclient.exists(names.hold(job.id))
     assert 0 < rclient.ttl(names.job(job.id)) <= 100  # retention counts from the end
     assert rclient.zscore(names.EXPIRING, job.id) is not None
@@ -113,7 +115,7 @@ def test_failure_refunds_exactly_once(store, rclient):
     assert not store.fail(record, "undecodable_image", "bad", 422)
     assert not store.finish(record, JobStatus.SUCCEEDED)
     assert Credits(rclient).balance(key_id) == 5
-    assert store.get(job.id)["error_status"] == 422
+    assert store.get(job.id).error_status == 422
 
 
 def test_start_counts_attempts_and_stops_at_the_bound(rclient):
@@ -234,7 +236,7 @@ def test_batch_counters_follow_every_job(store, rclient):
 
     key_id, batch_id, jobs = _batch_jobs(store, rclient, 3)
     assert Credits(rclient).balance(key_id) == 7
-    assert batch_job_ids(rclient, batch_id) == [j["id"] for j in jobs]
+    assert batch_job_ids(rclient, batch_id) == [j.id for j in jobs]
     store.start(jobs[0], 3)
     store.finish(jobs[0], JobStatus.SUCCEEDED)
     store.start(jobs[1], 3)
@@ -291,14 +293,14 @@ def test_cancel_at_each_state(store, rclient):
     queued, running, done = new_jobs(key_id, n=3)
     store.accept([queued, running, done])
     assert store.cancel(store.get(queued.id)) is Cancel.CANCELED
-    assert store.get(queued.id)["status"] == "canceled" and queued.id not in waiting(rclient)
+    assert store.get(queued.id).status == "canceled" and queued.id not in waiting(rclient)
     assert Credits(rclient).balance(key_id) == 3
     record = store.get(running.id)
     store.start(record, 3)
     assert store.cancel(record) is Cancel.REQUESTED and store.cancel_requested(running.id)
     # The worker finishes after the cancel: it ends canceled, refunded, and its fields are not stored.
-    assert not store.finish(record, JobStatus.SUCCEEDED, outputs={"x": 1})
-    assert store.get(running.id)["status"] == "canceled" and "outputs" not in store.get(running.id)
+    assert not store.finish(record, JobStatus.SUCCEEDED, success=success(outputs={"x": {}}))
+    assert store.get(running.id).status == "canceled" and "outputs" not in store.get(running.id)
     assert Credits(rclient).balance(key_id) == 4
     record = store.get(done.id)
     store.start(record, 3)
@@ -371,11 +373,11 @@ def test_credits_are_conserved_over_any_sequence(rclient, ops):
     assert Credits(rclient).balance(key_id) == 20 - stats.get("credits_committed", 0) - held
     records = [store.get(i) for i in ids]
     ended = sum(stats.get(f"jobs_{s}", 0) for s in ("succeeded", "failed", "canceled"))
-    assert ended == sum(JobStatus(r["status"]).terminal for r in records)  # each job ended at most once
+    assert ended == sum(r.status.terminal for r in records)  # each job ended at most once
     for r in records:  # a hold exists exactly while the job has not ended
-        assert rclient.exists(names.hold(r["id"])) == (not JobStatus(r["status"]).terminal)
+        assert rclient.exists(names.hold(r.id)) == (not r.status.terminal)
     for r in records:  # end everything: nothing may stay waiting
-        if not JobStatus(r["status"]).terminal:
+        if not r.status.terminal:
             store.cancel(r)
-            store.finish(store.get(r["id"]), JobStatus.FAILED)
+            store.finish(store.get(r.id), JobStatus.FAILED)
     assert waiting(rclient) == set()

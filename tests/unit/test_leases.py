@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 from shared import names
 from shared.credits import Credits
-from shared.jobs import Finish, JobStatus, JobStore, Verdict
+from shared.jobs import Finish, JobStore, Verdict
+from shared.records import JobStatus
+from tests.helpers import success
 from tests.unit.test_jobs import make_key, new_jobs, waiting
 
 
@@ -40,46 +42,46 @@ def test_start_records_the_worker_and_a_lease(rclient):
     before = time.time()
     _, record, start = started(store, rclient)
     assert start.verdict is Verdict.RUN and start.attempt == 1 and start.run == 1
-    job = store.get(record["id"])
-    assert job["worker"] == "w1@h" and job["run"] == 1 and job["status"] == "running"
-    assert before + 15 <= rclient.zscore(names.LEASES, record["id"]) <= time.time() + 15
+    job = store.get(record.id)
+    assert job.worker == "w1@h" and job.run == 1 and job.status == "running"
+    assert before + 15 <= rclient.zscore(names.LEASES, record.id) <= time.time() + 15
     assert store.finish(record, JobStatus.SUCCEEDED, run=1)
-    done = store.get(record["id"])
-    assert done["worker"] == "w1@h"  # kept once it ended
-    assert rclient.zscore(names.LEASES, record["id"]) is None  # FINISH ends the lease
+    done = store.get(record.id)
+    assert done.worker == "w1@h"  # kept once it ended
+    assert rclient.zscore(names.LEASES, record.id) is None  # FINISH ends the lease
 
 
 def test_renew_moves_the_lease_on_only_for_the_run_held(store, rclient):
     _, record, start = started(store, rclient)
-    lapse(rclient, record["id"])  # slow, not dead: nobody claimed it yet
-    assert store.renew({record["id"]: start.run}, lease_s=60) == []
-    assert rclient.zscore(names.LEASES, record["id"]) > time.time() + 55
-    assert store.renew({record["id"]: start.run}, lease_s=5) == []
-    assert rclient.zscore(names.LEASES, record["id"]) > time.time() + 55  # a longer lease (a retry's) stays
-    assert store.renew({record["id"]: start.run + 1}) == [record["id"]]  # not that run: reported, not renewed
+    lapse(rclient, record.id)  # slow, not dead: nobody claimed it yet
+    assert store.renew({record.id: start.run}, lease_s=60) == []
+    assert rclient.zscore(names.LEASES, record.id) > time.time() + 55
+    assert store.renew({record.id: start.run}, lease_s=5) == []
+    assert rclient.zscore(names.LEASES, record.id) > time.time() + 55  # a longer lease (a retry's) stays
+    assert store.renew({record.id: start.run + 1}) == [record.id]  # not that run: reported, not renewed
     assert store.renew({}) == []
 
 
 def test_a_lapsed_lease_is_claimed_once_and_the_job_queued_again(store, rclient):
     _, record, start = started(store, rclient)
     assert store.claim_lapsed() == []  # the lease is live
-    lapse(rclient, record["id"])
-    assert store.claim_lapsed() == [(record["id"], names.QUEUE_NORMAL)]
+    lapse(rclient, record.id)
+    assert store.claim_lapsed() == [(record.id, names.QUEUE_NORMAL)]
     assert store.claim_lapsed() == []  # once
-    job = store.get(record["id"])
-    assert job["status"] == "queued" and job["attempts"] == 1 and job["run"] == 2 and job["worker"] == "w1@h"
-    assert waiting(rclient) == {record["id"]}  # counted as queued again, on its own queue
-    assert rclient.zscore(names.UNSENT, record["id"]) is not None  # rescued by a resend if the claimer dies
-    assert rclient.zscore(names.LEASES, record["id"]) is None
-    assert store.renew({record["id"]: start.run}) == [record["id"]]  # the old run's worker learns it lost it
+    job = store.get(record.id)
+    assert job.status == "queued" and job.attempts == 1 and job.run == 2 and job.worker == "w1@h"
+    assert waiting(rclient) == {record.id}  # counted as queued again, on its own queue
+    assert rclient.zscore(names.UNSENT, record.id) is not None  # rescued by a resend if the claimer dies
+    assert rclient.zscore(names.LEASES, record.id) is None
+    assert store.renew({record.id: start.run}) == [record.id]  # the old run's worker learns it lost it
 
 
 def test_claims_from_many_workers_at_once_take_each_job_once(store, rclient):
     ids = []
     for _ in range(20):
         _, record, _ = started(store, rclient)
-        lapse(rclient, record["id"])
-        ids.append(record["id"])
+        lapse(rclient, record.id)
+        ids.append(record.id)
     taken: list[str] = []
     lock = threading.Lock()
 
@@ -100,32 +102,32 @@ def test_claims_from_many_workers_at_once_take_each_job_once(store, rclient):
 def test_a_renewed_or_finished_job_is_not_claimed(store, rclient):
     _, record, start = started(store, rclient)
     _, other, other_start = started(store, rclient)
-    lapse(rclient, record["id"])
-    lapse(rclient, other["id"])
+    lapse(rclient, record.id)
+    lapse(rclient, other.id)
     ids = [i.decode() for i in rclient.zrangebyscore(names.LEASES, "-inf", time.time())]
-    assert set(ids) == {record["id"], other["id"]}
-    store.renew({record["id"]: start.run})  # between the claimer's read and its script
+    assert set(ids) == {record.id, other.id}
+    store.renew({record.id: start.run})  # between the claimer's read and its script
     store.finish(other, JobStatus.SUCCEEDED, run=other_start.run)
     assert store.claim_lapsed() == []
-    assert store.get(record["id"])["status"] == "running"
+    assert store.get(record.id).status == "running"
 
 
 def test_the_old_message_is_skipped_and_the_old_run_cannot_finish(store, rclient):
     key_id, record, first = started(store, rclient, cost=2)
-    lapse(rclient, record["id"])  # w1 died (or stalled)
+    lapse(rclient, record.id)  # w1 died (or stalled)
     store.claim_lapsed()
     second = store.start(record, 3, "w2@h")  # the claim's message
     assert second.verdict is Verdict.RUN and second.attempt == 2 and second.run == 3
-    assert store.get(record["id"])["worker"] == "w2@h"
+    assert store.get(record.id).worker == "w2@h"
     stale = store.start(record, 3, "w3@h")  # the old message, restored by the broker later
     assert stale.verdict is Verdict.SKIP
-    assert store.get(record["id"])["attempts"] == 2 and store.get(record["id"])["worker"] == "w2@h"
+    assert store.get(record.id).attempts == 2 and store.get(record.id).worker == "w2@h"
     # w1 was alive after all: its FINISH names run 1, which is no longer the job's. Nothing changes.
-    assert store.end(record, JobStatus.SUCCEEDED, first.run, objects_found=9) == Finish.LOST
+    assert store.end(record, JobStatus.SUCCEEDED, first.run, success(objects_found=9)) == Finish.LOST
     assert store.end(record, JobStatus.FAILED, first.run) == Finish.LOST
-    job = store.get(record["id"])
-    assert job["status"] == "running" and "objects_found" not in job and rclient.exists(names.hold(record["id"]))
-    assert store.end(record, JobStatus.SUCCEEDED, second.run, objects_found=1) == Finish.MOVED
+    job = store.get(record.id)
+    assert job.status == "running" and job.objects_found is None and rclient.exists(names.hold(record.id))
+    assert store.end(record, JobStatus.SUCCEEDED, second.run, success(objects_found=1)) == Finish.MOVED
     assert store.end(record, JobStatus.SUCCEEDED, second.run) == Finish.ENDED  # the same FINISH again: no change
     assert store.end(record, JobStatus.FAILED, first.run) == Finish.LOST
     assert Credits(rclient).balance(key_id) == 8  # charged once
@@ -136,7 +138,7 @@ def test_the_old_message_is_skipped_and_the_old_run_cannot_finish(store, rclient
 
 def test_the_old_message_may_take_over_a_job_that_was_claimed_but_not_yet_started(store, rclient):
     _, record, _ = started(store, rclient)
-    lapse(rclient, record["id"])
+    lapse(rclient, record.id)
     store.claim_lapsed()
     old = store.start(record, 3, "w2@h")  # the restored message came first: it runs the job
     assert old.verdict is Verdict.RUN and old.attempt == 2
@@ -146,7 +148,7 @@ def test_the_old_message_may_take_over_a_job_that_was_claimed_but_not_yet_starte
 
 def test_a_retry_message_starts_under_its_own_runs_lease_and_no_other_does(store, rclient):
     _, record, first = started(store, rclient)
-    store.renew({record["id"]: first.run}, lease_s=40)  # the task's retry: the lease covers the countdown
+    store.renew({record.id: first.run}, lease_s=40)  # the task's retry: the lease covers the countdown
     assert store.start(record, 3, "w2@h").verdict is Verdict.SKIP  # a stale message: the job is held
     assert store.start(record, 3, "w2@h", retry_of=first.run + 5).verdict is Verdict.SKIP
     retry = store.start(record, 3, "w2@h", retry_of=first.run)
@@ -158,7 +160,7 @@ def test_attempts_stay_bounded_however_often_workers_die(store, rclient):
     key_id, record, start = started(store, rclient, cost=3)
     runs = 1
     for worker in ("w2@h", "w3@h", "w4@h", "w5@h"):
-        lapse(rclient, record["id"])
+        lapse(rclient, record.id)
         store.claim_lapsed()
         start = store.start(record, 3, worker)
         if start.verdict is not Verdict.RUN:
@@ -166,8 +168,8 @@ def test_attempts_stay_bounded_however_often_workers_die(store, rclient):
         runs += 1
     assert runs == 3 and start.verdict is Verdict.EXHAUSTED  # ran at most SAMQ_MAX_ATTEMPTS times
     assert store.fail(record, "too_many_attempts", "x", 500)
-    assert store.get(record["id"])["status"] == "failed" and Credits(rclient).balance(key_id) == 10
-    assert rclient.zscore(names.LEASES, record["id"]) is None
+    assert store.get(record.id).status == "failed" and Credits(rclient).balance(key_id) == 10
+    assert rclient.zscore(names.LEASES, record.id) is None
 
 
 def test_a_claimed_batch_job_moves_its_batch_counters_and_says_started_once(store, rclient):
@@ -177,7 +179,7 @@ def test_a_claimed_batch_job_moves_its_batch_counters_and_says_started_once(stor
     record = store.get(jobs[0].id)
     store.start(record, 3, "w1@h")
     assert rclient.hget(names.batch("b1"), "running") == b"1"
-    lapse(rclient, record["id"])
+    lapse(rclient, record.id)
     store.claim_lapsed()
     assert rclient.hmget(names.batch("b1"), "queued", "running") == [b"2", b"0"]
     before = rclient.zcard(names.OUTBOX)
@@ -239,12 +241,12 @@ def test_ledger_holds_over_any_sequence_of_deaths_claims_and_stale_messages(rcli
     assert Credits(rclient).balance(key_id) == 30 - stats.get("credits_committed", 0) - held
     records = [store.get(i) for i in ids]
     ended = sum(stats.get(f"jobs_{s}", 0) for s in ("succeeded", "failed", "canceled"))
-    assert ended == sum(JobStatus(r["status"]).terminal for r in records)  # each job settled at most once
+    assert ended == sum(r.status.terminal for r in records)  # each job settled at most once
     for r in records:
-        assert len(runs[r["id"]]) <= 3  # never more runs than SAMQ_MAX_ATTEMPTS
-        assert rclient.exists(names.hold(r["id"])) == (not JobStatus(r["status"]).terminal)
-        if JobStatus(r["status"]).terminal:
-            assert rclient.zscore(names.LEASES, r["id"]) is None
+        assert len(runs[r.id]) <= 3  # never more runs than SAMQ_MAX_ATTEMPTS
+        assert rclient.exists(names.hold(r.id)) == (not r.status.terminal)
+        if r.status.terminal:
+            assert rclient.zscore(names.LEASES, r.id) is None
 
 
 def test_the_heartbeat_renews_what_its_worker_holds_and_another_worker_claims_what_lapsed(redis_url, tmp_path):
@@ -258,24 +260,24 @@ def test_the_heartbeat_renews_what_its_worker_holds_and_another_worker_claims_wh
     a, b = (Runtime(settings, make_celery(settings)) for _ in range(2))
     rclient = a.redis
     _, record, start = started(a.jobs, rclient, worker="a@h")
-    a.hold(record["id"], start.run)
+    a.hold(record.id, start.run)
     for rt, name in ((a, "a@h"), (b, "b@h")):
         rt.beat_once(name)
-    first = rclient.zscore(names.LEASES, record["id"])
+    first = rclient.zscore(names.LEASES, record.id)
     time.sleep(0.05)
     a.beat_once("a@h")
-    assert rclient.zscore(names.LEASES, record["id"]) > first  # renewed
+    assert rclient.zscore(names.LEASES, record.id) > first  # renewed
     b.beat_once("b@h")
-    assert store_status(a, record["id"]) == "running"  # a live lease: nobody claims it
-    lapse(rclient, record["id"])  # a stalled (its heartbeat stopped for a lease)
-    assert b.beat_once("b@h") is None and store_status(b, record["id"]) == "queued"
-    assert rclient.llen(names.QUEUE_NORMAL) == 1 and rclient.zscore(names.UNSENT, record["id"]) is None  # sent
+    assert store_status(a, record.id) == "running"  # a live lease: nobody claims it
+    lapse(rclient, record.id)  # a stalled (its heartbeat stopped for a lease)
+    assert b.beat_once("b@h") is None and store_status(b, record.id) == "queued"
+    assert rclient.llen(names.QUEUE_NORMAL) == 1 and rclient.zscore(names.UNSENT, record.id) is None  # sent
     a.beat_once("a@h")  # a learns it lost the run: it stops renewing it
     assert a.held() == {}
-    b.hold(record["id"], 7)
-    b.release(record["id"], start.run)  # the end of another run of the job leaves this one held
-    assert b.held() == {record["id"]: 7}
+    b.hold(record.id, 7)
+    b.release(record.id, start.run)  # the end of another run of the job leaves this one held
+    assert b.held() == {record.id: 7}
 
 
 def store_status(rt, job_id: str) -> str:
-    return rt.jobs.get(job_id)["status"]
+    return rt.jobs.get(job_id).status

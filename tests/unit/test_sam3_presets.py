@@ -14,6 +14,7 @@ from shared import models, names, workers
 from shared.errors import InvalidRequest
 from shared.keys import KeyStore, hash_key
 from shared.models import SAM3_PRESETS, check_prompts, engine_of, get_preset, missing_files, verify
+from shared.records import Params
 from shared.schemas import JobRequest, parse_body
 from tests.unit.gateway_app import make_app
 
@@ -81,11 +82,11 @@ def test_sam3_with_pins_fetches_from_the_pinned_revision_with_the_token(tmp_path
 def test_exemplar_fields_parse_and_conflict():
     ok = parse_body(JobRequest, {"image": "x", "exemplars": [[1, 2, 30, 40]], "negative_exemplars": "[5,5,9,9]"})
     ok.check(16, 8)
-    assert ok.params()["exemplars"] == [[1, 2, 30, 40]] and ok.params()["negative_exemplars"] == [[5, 5, 9, 9]]
+    assert ok.params().exemplars == [[1, 2, 30, 40]] and ok.params().negative_exemplars == [[5, 5, 9, 9]]
     with_text = parse_body(JobRequest, {"image": "x", "prompt": ["cat", "dog"], "exemplars": [[1, 2, 30, 40]],
                                         "box_threshold": 0.2})
     with_text.check(16, 8)
-    assert with_text.params()["prompt"] == ["cat", "dog"] and with_text.params()["box_threshold"] == 0.2
+    assert with_text.params().prompt == ["cat", "dog"] and with_text.params().box_threshold == 0.2
     negative_with_text = parse_body(JobRequest, {"image": "x", "prompt": "cat", "negative_exemplars": [[1, 2, 3, 4]]})
     negative_with_text.check(16, 8)
     for extra in ({"coordinates": [3, 4]}, {"boxes": [[1, 1, 5, 5]]}, {"remove_coordinates": [3, 4]},
@@ -102,14 +103,14 @@ def test_exemplar_fields_parse_and_conflict():
 
 
 def test_check_prompts_names_the_presets_that_can():
-    check_prompts({"exemplars": [[1, 2, 3, 4]]}, "tiny-random-sam3")
-    check_prompts({"everything": {}}, "large")
+    check_prompts(Params(**{"exemplars": [[1, 2, 3, 4]]}), "tiny-random-sam3")
+    check_prompts(Params(**{"everything": {}}), "large")
     with pytest.raises(InvalidRequest, match=r"need a SAM 3 preset \(sam3, tiny-random-sam3, random-sam3\).*'large'"):
-        check_prompts({"exemplars": [[1, 2, 3, 4]]}, "large")
+        check_prompts(Params(**{"exemplars": [[1, 2, 3, 4]]}), "large")
     with pytest.raises(InvalidRequest, match="'negative_exemplars' need a SAM 3 preset"):
-        check_prompts({"prompt": "cat", "negative_exemplars": [[1, 2, 3, 4]]}, "tiny-random")
+        check_prompts(Params(**{"prompt": "cat", "negative_exemplars": [[1, 2, 3, 4]]}), "tiny-random")
     with pytest.raises(InvalidRequest, match="'everything' needs a SAM 2 preset .*large.*'sam3'"):
-        check_prompts({"everything": {}}, "sam3")
+        check_prompts(Params(**{"everything": {}}), "sam3")
 
 
 def _gateway(redis_url, rclient, tmp_path, preset):
