@@ -40,7 +40,8 @@ class Services:
         webhook_celery = make_webhook_celery(settings)
         return cls(
             settings=settings, redis=client, keys=KeyStore(client), credits=Credits(client),
-            jobs=JobStore(client, settings.retention_s, outbox.publisher(webhook_celery, client)),
+            jobs=JobStore(client, settings.retention_s, outbox.publisher(webhook_celery, client),
+                          min_replicas=settings.redis_min_replicas, wait_timeout_ms=settings.redis_wait_timeout_ms),
             storage=make_storage(settings), celery=make_celery(settings), webhook_celery=webhook_celery,
             waiter=CompletionWaiter(client),
         )

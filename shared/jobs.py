@@ -8,6 +8,7 @@ RENEW (a worker's heartbeat keeps its leases), CLAIM_LAPSED (a dead worker's job
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 import uuid
@@ -19,8 +20,19 @@ from typing import Any
 import redis
 
 from shared import names
-from shared.errors import IdempotencyMismatch, InsufficientCredits, NoCapacity, QueueFull, TooManyJobs, Unauthorized
+from shared.errors import (
+    IdempotencyMismatch,
+    InsufficientCredits,
+    NoCapacity,
+    NotReplicated,
+    QueueFull,
+    TooManyJobs,
+    Unauthorized,
+)
 from shared.records import TERMINAL, JobRecord, JobStatus, Success, dump_json, encode_fields, now_iso
+from shared.redis_client import run_replicated
+
+log = logging.getLogger(__name__)
 
 
 class Verdict(StrEnum):
@@ -366,8 +378,11 @@ class JobStore:
     """Reads and writes job records; the only code that changes a job's status."""
 
     def __init__(self, client: redis.Redis, retention_s: int,
-                 on_events: Callable[[list[str]], None] | None = None, lease_s: float = 15.0) -> None:
+                 on_events: Callable[[list[str]], None] | None = None, lease_s: float = 15.0,
+                 min_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:
         self.client = client
+        # ACCEPT and FINISH return once this many replicas have them (SAMQ_REDIS_MIN_REPLICAS; docs/DEPLOY.md).
+        self.min_replicas, self.wait_timeout_ms = min_replicas, wait_timeout_ms
         self.retention_s = retention_s
         self.lease_s = lease_s  # how long a START's lease lasts unless its worker's heartbeat renews it
         self.on_events = on_events or (lambda events: None)  # hands outbox events to the webhook queue
@@ -404,7 +419,13 @@ class JobStore:
             keys += [names.job(job.id), names.hold(job.id), names.params(job.id)]
             arg["jobs"].append({"fields": job.to_redis(), "params": job.params.to_json(),
                                 "waiting": _QUEUE_INDEX[job.queue]})
-        code, value, *rest = self._accept(keys=keys, args=[dump_json(arg)])
+        try:
+            code, value, *rest = run_replicated(self.client, self._accept, keys, [dump_json(arg)], self.min_replicas,
+                                                self.wait_timeout_ms)
+        except NotReplicated as exc:
+            if exc.result[0] in (1, 2):  # jobs recorded, or an earlier answer replayed: the caller answers 503
+                raise
+            code, value, *rest = exc.result  # a refusal wrote nothing: answered as it is
         if code == 1:
             return Accepted(balance=int(value))
         if code == 2:
@@ -526,7 +547,18 @@ class JobStore:
                 names.STATS, names.active(job.key_id), names.batch(batch_id), names.batch_jobs(batch_id),
                 names.OUTBOX, names.EXPIRING, names.waiting(job.queue), names.params(job.id),
                 names.deliveries(job.id), names.LEASES]
-        code, *events = self._finish(keys=keys, args=[dump_json(arg)])
+        try:
+            code, *events = run_replicated(self.client, self._finish, keys, [dump_json(arg)], self.min_replicas,
+                                           self.wait_timeout_ms)
+        except NotReplicated as exc:
+            if target == "cancel":
+                raise  # a lost cancel would let a queued job run and be charged: the gateway answers 503
+            # Settled on the primary alone: if a failover loses it, the job is running there under a lease nobody
+            # renews, and runs again (docs/DEPLOY.md, "Redis Sentinel"). Its events wait in the outbox for the
+            # sweep meanwhile, so no receiver hears of an end that may be undone.
+            log.warning("FINISH of job %s confirmed by %d of %d replicas in %d ms", job.id, exc.acked,
+                        self.min_replicas, self.wait_timeout_ms)
+            code, events = exc.result[0], []
         events = [e.decode() for e in events if e]
         if events:
             self.on_events(events)

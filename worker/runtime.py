@@ -44,7 +44,8 @@ class Runtime:
         self.redis = connect(settings, retry=REDIS_RETRY, retry_on_error=[redis.ConnectionError, redis.TimeoutError])
         # START and FINISH write webhook events to the outbox; they go to the webhook queue, never held here.
         self.jobs = JobStore(self.redis, settings.retention_s, outbox.publisher(make_webhook_celery(settings),
-                                                                                 self.redis), settings.lease_s)
+                                                                                 self.redis), settings.lease_s,
+                             settings.redis_min_replicas, settings.redis_wait_timeout_ms)
         self.storage = make_storage(settings, settings.storage_max_attempts)
         self._stop = threading.Event()
         self._lock = threading.Lock()
