@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 
 import redis
 from celery import Celery
+from redis.commands.core import Script
 
 from shared import names
 
@@ -25,6 +26,9 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, to
 for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', ARGV[3], member) end
 return due
 """
+
+# Registered once: EVALSHA on whichever client calls it (the client here only gives the script's encoding).
+_LEASE_DUE = Script(redis.Redis(), LEASE_DUE)
 
 
 def send(app: Celery, event: str, attempt: int = 1) -> None:
@@ -57,7 +61,7 @@ def schedule_retry(client: redis.Redis, event: str, attempt: int, due: float) ->
 
 
 def _claim(client: redis.Redis, key: str, due_before: float, limit: int) -> list[str]:
-    taken = client.eval(LEASE_DUE, 1, key, due_before, limit, time.time() + LEASE_S)
+    taken = _LEASE_DUE(keys=[key], args=[due_before, limit, time.time() + LEASE_S], client=client)
     return [m.decode() for m in taken]
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from shared import names
 from shared.fetch import Target, check_url
@@ -30,6 +31,9 @@ redis.call('HSET', KEYS[1], 'webhook_secret', ARGV[1])
 redis.call('DEL', KEYS[2])
 return 1
 """
+
+# Registered once: EVALSHA on whichever client calls it (the client here only gives the script's encoding).
+_ROTATE = Script(redis.Redis(), ROTATE)
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ def rotate(client: redis.Redis, key_id: str) -> str:
     """Make a new secret (the old one signs too for 24 h) and enable every disabled URL again; returns it."""
     fresh = new_secret()
     keys = [names.api_key(key_id), names.webhook_disabled(key_id)]
-    client.eval(ROTATE, len(keys), *keys, fresh, time.time() + ROTATION_OVERLAP_S)
+    _ROTATE(keys=keys, args=[fresh, time.time() + ROTATION_OVERLAP_S], client=client)
     return fresh
 
 

@@ -91,7 +91,7 @@ class Observation:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class ProbeResult:
     """A probe's answer: ok, and why."""
 
     ok: bool
@@ -115,17 +115,17 @@ def observe(client: redis.Redis, hostname: str, queues: list[str]) -> Observatio
     )
 
 
-def readiness(obs: Observation, heartbeat_s: float) -> Verdict:
+def readiness(obs: Observation, heartbeat_s: float) -> ProbeResult:
     """Ready: the worker heartbeats, which it starts doing only once its models are loaded."""
     if obs.heartbeat_at is None:
-        return Verdict(False, "no heartbeat yet (loading models, or not started)")
+        return ProbeResult(False, "no heartbeat yet (loading models, or not started)")
     age = obs.now - obs.heartbeat_at
     if age > 3 * heartbeat_s:
-        return Verdict(False, f"last heartbeat {age:.0f}s ago")
-    return Verdict(True, f"heartbeat {age:.0f}s ago")
+        return ProbeResult(False, f"last heartbeat {age:.0f}s ago")
+    return ProbeResult(True, f"heartbeat {age:.0f}s ago")
 
 
-def liveness(obs: Observation, heartbeat_s: float, task_time_limit_s: float, stall_s: float) -> Verdict:
+def liveness(obs: Observation, heartbeat_s: float, task_time_limit_s: float, stall_s: float) -> ProbeResult:
     """Alive: heartbeating, and either busy within the task time limit or not idle while work waits."""
     beat = readiness(obs, heartbeat_s)
     if not beat.ok:
@@ -133,21 +133,22 @@ def liveness(obs: Observation, heartbeat_s: float, task_time_limit_s: float, sta
     if obs.busy_since is not None:
         busy = obs.now - obs.busy_since
         if busy > task_time_limit_s + TASK_MARGIN_S:
-            return Verdict(False, f"in one task for {busy:.0f}s, past the {task_time_limit_s:.0f}s time limit")
-        return Verdict(True, f"busy for {busy:.0f}s")
+            return ProbeResult(False, f"in one task for {busy:.0f}s, past the {task_time_limit_s:.0f}s time limit")
+        return ProbeResult(True, f"busy for {busy:.0f}s")
     idle = obs.now - obs.idle_since
     if obs.waiting and idle > stall_s:
-        return Verdict(False, f"idle for {idle:.0f}s while {obs.waiting} messages wait: not consuming")
-    return Verdict(True, f"idle for {idle:.0f}s, {obs.waiting} messages waiting")
+        return ProbeResult(False, f"idle for {idle:.0f}s while {obs.waiting} messages wait: not consuming")
+    return ProbeResult(True, f"idle for {idle:.0f}s, {obs.waiting} messages waiting")
 
 
-def probe(settings: Settings, mode: str, hostname: str, queues: list[str], stall_s: float) -> Verdict:
+def probe(settings: Settings, mode: str, hostname: str, queues: list[str], stall_s: float) -> ProbeResult:
     """Run one check against Redis. Liveness passes when Redis itself is unreachable: a restart cannot fix that."""
     client = broker_client(settings, socket_connect_timeout=3, socket_timeout=3)
     try:
         obs = observe(client, hostname, queues)
     except redis.RedisError as exc:
-        return Verdict(mode == "live", f"Redis unreachable ({exc.__class__.__name__}); the worker reconnects itself")
+        return ProbeResult(mode == "live",
+                           f"Redis unreachable ({exc.__class__.__name__}); the worker reconnects itself")
     finally:
         client.close()
     if mode == "ready":
