@@ -19,7 +19,7 @@ from common import record
 from PIL import Image
 
 from harness.photos import ASTRONAUT_PNG
-from shared.models import get_preset
+from shared.weights import get_preset
 from worker.embedding import Embedder, EmbeddingCache
 from worker.models.sam import build_random_sam, load_sam
 

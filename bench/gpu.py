@@ -41,10 +41,10 @@ sys.path.insert(1, str(Path(__file__).resolve().parent))  # and bench/common.py,
 from sam2.sam2_image_predictor import SAM2ImagePredictor  # noqa: E402
 
 from shared.images import load_rgb  # noqa: E402
-from shared.models import get_preset  # noqa: E402
 from shared.records import Params  # noqa: E402
 from shared.schemas import JobRequest, parse_body  # noqa: E402
 from shared.settings import Settings  # noqa: E402
+from shared.weights import get_preset  # noqa: E402
 from worker import pipeline  # noqa: E402
 from worker.embedding import Embedder, EmbeddingCache  # noqa: E402
 from worker.models.registry import DTYPES, Models, ensure_random_weights, load_models, precision  # noqa: E402

@@ -9,9 +9,9 @@ import redis
 import requests
 
 from shared.keys import KeyStore, hash_key
-from shared.models import PRESET_NAMES, download, get_preset, missing_files, verify
 from shared.redis_client import connect
 from shared.settings import Settings
+from shared.weights import PRESET_NAMES, download, get_preset, missing_files, verify
 
 
 def _store(settings: Settings) -> KeyStore:
@@ -56,7 +56,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.action == "download":
         try:
-            download(preset, settings.model_dir)
+            download(preset, settings.model_dir, token=settings.hf_token)
         except (requests.RequestException, OSError) as exc:
             print(f"samq: download failed ({exc.__class__.__name__}): {exc}", file=sys.stderr)
             return 1

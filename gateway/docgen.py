@@ -141,8 +141,9 @@ def settings_table() -> str:
     props = Settings.model_json_schema()["properties"]
     rows = ["| variable | type | default | bounds | meaning |", "|---|---|---|---|---|"]
     for name in Settings.model_fields:
-        prop = props[name]
-        rows.append(f"| `{prefix}{name.upper()}` | {_cell(_type(prop))} | {_cell(_setting_default(prop))} | "
+        variable = f"{prefix}{name.upper()}"
+        prop = props.get(name) or props[variable]  # a setting with aliases (hf_token): its first names it
+        rows.append(f"| `{variable}` | {_cell(_type(prop))} | {_cell(_setting_default(prop))} | "
                     f"{_cell(_bounds(prop))} | {_cell(prop.get('description', ''))} |")
     return "\n".join(rows)
 

@@ -23,9 +23,9 @@ from shared.fetch import check_url
 from shared.images import decode_base64_field, peek_image
 from shared.jobs import Accepted, Idempotency, Limits, new_id
 from shared.keys import ApiKey
-from shared.models import check_prompts
 from shared.records import JobRecord
 from shared.schemas import JobRequest, SegmentRequest, check_inside, parse_body
+from shared.weights import check_prompts
 
 log = logging.getLogger(__name__)
 _UPLOADERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="samq-input")

@@ -17,10 +17,10 @@ import redis
 import requests
 
 from shared import names, workers
-from shared.models import download, get_preset, missing_files
 from shared.redis_client import connect
 from shared.settings import Settings
 from shared.storage import make_storage
+from shared.weights import download, get_preset, missing_files
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -87,7 +87,7 @@ def ensure_models(settings: Settings) -> str:
     if missing:
         print(f"samq: first run: downloading the {preset.name} preset into {settings.model_dir} ...", flush=True)
         try:
-            download(preset, settings.model_dir)
+            download(preset, settings.model_dir, token=settings.hf_token)
         except (requests.RequestException, OSError, ValueError) as exc:
             files = "\n  ".join(str(p) for p in missing)
             raise SystemExit(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -63,6 +63,8 @@ class Settings(BaseSettings):
                                                  "tiny-random-sam3, random-<preset>")
     detector: str = Field("tiny", description="Grounding DINO size: tiny or base")
     model_dir: Path = Field(Path("models"), description="folder holding checkpoints")
+    hf_token: str | None = Field(None, validation_alias=AliasChoices("SAMQ_HF_TOKEN", "HF_TOKEN"),
+                                 description="Hugging Face token for gated weights (sam3); HF_TOKEN is read too")
     device: str = Field("auto", description="auto, cuda or cpu")
     dtype: str = Field("auto", description="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16 or fp32")
     compile: bool = Field(False, description="torch.compile the SAM 2 image encoder (GPU; slow first call)")

@@ -13,9 +13,9 @@ from pycocotools import mask as coco_mask
 
 from harness.photos import ASTRONAUT_PNG, ROCKET_JPG, jpeg_bytes
 from shared.images import load_rgb
-from shared.models import get_preset
 from shared.records import Params
 from shared.settings import Settings
+from shared.weights import get_preset
 from worker import pipeline
 from worker.embedding import Embedder, EmbeddingCache
 from worker.models.registry import load_models, resolve_dtype

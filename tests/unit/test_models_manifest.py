@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from shared.models import PRESET_NAMES, FileSpec, Preset, get_preset, missing_files, verify
+from shared.weights import PRESET_NAMES, FileSpec, Preset, get_preset, missing_files, verify
 
 
 def test_every_real_preset_pins_its_files():

@@ -10,12 +10,13 @@ import pytest
 import requests
 from PIL import Image
 
-from shared import models, names, workers
+from shared import names, weights, workers
 from shared.errors import InvalidRequest
 from shared.keys import KeyStore, hash_key
-from shared.models import SAM3_PRESETS, check_prompts, engine_of, get_preset, missing_files, verify
 from shared.records import Params
 from shared.schemas import JobRequest, parse_body
+from shared.settings import Settings
+from shared.weights import SAM3_PRESETS, check_prompts, engine_of, get_preset, missing_files, verify
 from tests.unit.gateway_app import make_app
 
 CREDITS = 5
@@ -41,17 +42,17 @@ def test_sam3_presets_and_engines():
 def test_sam3_without_recorded_pins_refuses_to_download_and_says_why(tmp_path):
     preset = get_preset("sam3")
     assert missing_files(preset, tmp_path) == [tmp_path / "sam3" / "model.safetensors"]
-    assert verify(preset, tmp_path) == [models.SAM3_UNPINNED]
+    assert verify(preset, tmp_path) == [weights.SAM3_UNPINNED]
     with pytest.raises(ValueError, match="not download unverified weights"):
-        models.download(preset, tmp_path)
+        weights.download(preset, tmp_path)
 
 
 def test_sam3_with_pins_fetches_from_the_pinned_revision_with_the_token(tmp_path, monkeypatch):
-    monkeypatch.setattr(models, "SAM3_REVISION", "0" * 40)
-    monkeypatch.setattr(models, "_SAM3_FILES", {"model.safetensors": ("a" * 64, 10), "config.json": ("b" * 64, 2)})
+    monkeypatch.setattr(weights, "SAM3_REVISION", "0" * 40)
+    monkeypatch.setattr(weights, "_SAM3_FILES", {"model.safetensors": ("a" * 64, 10), "config.json": ("b" * 64, 2)})
     preset = get_preset("sam3")
     assert [f.path for f in preset.files] == ["sam3/config.json", "sam3/model.safetensors"]
-    assert all(f.url.startswith(f"{models.HF}/facebook/sam3/resolve/{'0' * 40}/") for f in preset.files)
+    assert all(f.url.startswith(f"{weights.HF}/facebook/sam3/resolve/{'0' * 40}/") for f in preset.files)
     assert missing_files(preset, tmp_path) == [tmp_path / f.path for f in preset.files]
     seen = {}
 
@@ -69,12 +70,11 @@ def test_sam3_with_pins_fetches_from_the_pinned_revision_with_the_token(tmp_path
         return Denied()
 
     monkeypatch.setattr(requests, "get", fake_get)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(ValueError, match=r"gated.*HF_TOKEN is not set"):
-        models.download(preset, tmp_path)
-    monkeypatch.setenv("HF_TOKEN", "hf_test")
+        weights.download(preset, tmp_path)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")  # the name Hugging Face's own tools read: Settings reads it too
     with pytest.raises(ValueError, match="HTTP 401: the repository is gated"):
-        models.download(preset, tmp_path)
+        weights.download(preset, tmp_path, token=Settings().hf_token)
     assert seen == {"Authorization": "Bearer hf_test"}
     assert not list(tmp_path.rglob("*.part"))
 

@@ -13,8 +13,8 @@ import torch
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 from shared.errors import ModelsMissing
-from shared.models import Preset, get_preset, missing_files
 from shared.settings import Settings
+from shared.weights import Preset, get_preset, missing_files
 from worker.embedding import Embedder, EmbeddingCache
 from worker.models.dino import Detector, build_random_dino, load_dino
 from worker.models.sam import build_random_sam, load_sam

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,7 +106,7 @@ SAM3_REVISION: str | None = None
 _SAM3_FILES: dict[str, tuple[str, int]] = {}  # file: (sha256, size), once recorded
 SAM3_UNPINNED = (
     "the sam3 preset's pins (revision, SHA-256 and size of each file of facebook/sam3) are not recorded in "
-    "shared/models.py yet: samq does not download unverified weights. Record them from an authorised download "
+    "shared/weights.py yet: samq does not download unverified weights. Record them from an authorised download "
     "(HF_TOKEN of an account that accepted the SAM License at https://huggingface.co/facebook/sam3)"
 )
 SAM3_PRESETS = ("sam3", "tiny-random-sam3", "random-sam3")
@@ -178,21 +177,21 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(preset: Preset, model_dir: Path, timeout_s: float = 30.0) -> None:
-    """Fetch every missing file of a preset, verify its checksum, then move it into place."""
+def download(preset: Preset, model_dir: Path, timeout_s: float = 30.0, token: str | None = None) -> None:
+    """Fetch every missing file of a preset, verify its checksum, then move it into place (`token`: Hugging Face's,
+    for gated repositories such as SAM 3's)."""
     if preset.engine == "sam3" and not preset.random and not preset.files:
         raise ValueError(SAM3_UNPINNED)
     for spec in preset.files:
         target = model_dir / spec.path
         if not target.is_file() or target.stat().st_size != spec.size:
-            _download_one(spec, target, timeout_s)
+            _download_one(spec, target, timeout_s, token if spec.url.startswith(HF) else None)
 
 
-def _download_one(spec: FileSpec, target: Path, timeout_s: float) -> None:
+def _download_one(spec: FileSpec, target: Path, timeout_s: float, token: str | None) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     digest = hashlib.sha256()
-    token = os.environ.get("HF_TOKEN") if spec.url.startswith(HF) else None  # gated repositories (SAM 3)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with requests.get(spec.url, stream=True, timeout=timeout_s, headers=headers) as resp:
         if resp.status_code in (401, 403) and spec.url.startswith(HF):
