@@ -10,7 +10,7 @@ Modes, each on distinct images (the embedding cache never hits):
   bf16+compile   the same with the image encoder compiled (the service's SAMQ_COMPILE)
   bf16+compile xB   B images encoded in one set_image_batch call, then each job's prompts and rendering
   worker bf16 / worker bf16+compile   the real service: a gateway (gunicorn) and one GPU worker (Celery threads
-      pool + its device thread, SAMQ_MAX_BATCH auto) on Redis and local storage; the jobs are queued through
+      pool + its device thread, SAMQ_ENCODER_BATCH auto) on Redis and local storage; the jobs are queued through
       the API while the worker is paused, then drained. Jobs/s and the device-busy fraction come from the jobs'
       own records (model stages summed over jobs / first start to last finish), as bench/pipelined.py W2.
 for two workloads: points-only (two clicks) and text (Grounding DINO boxes -> SAM 2), on 1920x1080 photos.

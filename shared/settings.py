@@ -69,10 +69,10 @@ class Settings(BaseSettings):
     dtype: str = Field("auto", description="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16 or fp32")
     compile: bool = Field(False, description="torch.compile the SAM 2 image encoder (GPU; slow first call)")
     embed_cache_mb: int = Field(1024, ge=0, description="SAM 2 embedding cache per worker, MiB; 0 = off")
-    max_batch: int = Field(
-        0, ge=0, le=64, description="images of the jobs in flight a worker may encode in one call; 0 = auto (all "
-        "those waiting on CUDA, 1 on CPU)"
-    )
+    encoder_batch: int = Field(
+        0, ge=0, le=64, validation_alias=AliasChoices("SAMQ_ENCODER_BATCH", "SAMQ_MAX_BATCH"),
+        description="images of the jobs in flight a worker may encode in one image-encoder call; 0 = auto (all "
+        "those waiting on CUDA, 1 on CPU); SAMQ_MAX_BATCH, its former name, is read too")
     worker_slots: int = Field(
         0, ge=0, le=64, description="jobs one GPU worker carries at once (Celery threads): while one job's models "
         "run, the others fetch, decode, render and upload; 0 = auto (8 on CUDA, 4 on CPU)"

@@ -3,7 +3,7 @@
 A GPU worker runs Celery's threads pool with a few slots (SAMQ_WORKER_SLOTS). Each task thread carries one job
 from START to FINISH, and does the CPU work on its side of the device: fetching, JPEG decoding, rendering,
 encoding, uploading. For the model work it calls `Device.segment`, which queues a request and waits. This
-thread takes every request waiting (up to SAMQ_MAX_BATCH), runs Grounding DINO for the text prompts, encodes
+thread takes every request waiting (up to SAMQ_ENCODER_BATCH), runs Grounding DINO for the text prompts, encodes
 all the images still missing from the embedding cache in one batched call, then decodes each job's masks, in
 priority order. So the device is busy whenever any job has model work, and batching across jobs needs no
 look-ahead into the queue: the jobs in flight are the batch.

@@ -83,7 +83,7 @@ class Runtime:
                 s = self.settings
                 on_gpu = self.models().device == "cuda"
                 # Batching across jobs pays on a GPU (one launch, fuller kernels); on a CPU it only adds latency.
-                max_batch = s.max_batch or (worker_slots(s) if on_gpu else 1)
+                max_batch = s.encoder_batch or (worker_slots(s) if on_gpu else 1)
                 self._device = Device(self.models, Thresholds(s.box_threshold, s.text_threshold, s.max_objects),
                                       max_batch, answer_timeout_s=s.task_time_limit_s)
                 self._device.start()

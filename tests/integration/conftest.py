@@ -85,7 +85,7 @@ def broken_stack(tmp_path_factory, model_dir, s3_endpoint, redis_server) -> Stac
 @pytest.fixture(scope="module")
 def batch_stack(tmp_path_factory, model_dir, s3_endpoint, redis_server) -> Stack:
     """A gateway whose worker (started by the test) may encode four images at once."""
-    st = new_stack(9, tmp_path_factory.mktemp("batch"), model_dir, s3_endpoint, SAMQ_MAX_BATCH="4")
+    st = new_stack(9, tmp_path_factory.mktemp("batch"), model_dir, s3_endpoint, SAMQ_ENCODER_BATCH="4")
     with running(st):
         yield st
 

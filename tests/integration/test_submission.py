@@ -167,7 +167,7 @@ def test_high_priority_jumps_thirty_queued_low_jobs(batch_stack):
     low = batch_stack.post("/v1/batches", {"items": [_job() for _ in range(30)], "priority": "low"}, key).json()
     high = batch_stack.post("/v1/jobs", _job(priority="high"), key).json()
     assert high["priority"] == "high"
-    batch_stack.start_worker("wprio", SAMQ_MAX_BATCH="1")
+    batch_stack.start_worker("wprio", SAMQ_ENCODER_BATCH="1")
     try:
         high_done = wait_for_job(batch_stack, key, high["id"], timeout_s=120)
         last_low = wait_for_job(batch_stack, key, low["job_ids"][-1], timeout_s=180)

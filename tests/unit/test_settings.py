@@ -47,3 +47,15 @@ def test_frozen_and_validated(monkeypatch):
     monkeypatch.setenv("SAMQ_PORT", "70000")
     with pytest.raises(pydantic.ValidationError):
         Settings()
+
+
+def test_renamed_settings_read_their_former_names_and_the_new_one_wins(monkeypatch):
+    monkeypatch.setenv("SAMQ_MAX_BATCH", "3")  # SAMQ_ENCODER_BATCH's name before issue 19
+    monkeypatch.setenv("HF_TOKEN", "hf_theirs")  # the name Hugging Face's own tools read
+    assert Settings().encoder_batch == 3 and Settings().hf_token == "hf_theirs"
+    monkeypatch.setenv("SAMQ_ENCODER_BATCH", "5")
+    monkeypatch.setenv("SAMQ_HF_TOKEN", "hf_ours")
+    assert Settings().encoder_batch == 5 and Settings().hf_token == "hf_ours"
+    monkeypatch.setenv("SAMQ_ENCODER_BATCH", "65")
+    with pytest.raises(pydantic.ValidationError):
+        Settings()
