@@ -35,7 +35,7 @@ from samq_client.errors import (
     WebhookDisabled,
     WebhookVerificationError,
 )
-from samq_client.models import Batch, BatchCounts, Credits, Job, JobRef, Segmentation, SegmentObject
+from samq_client.records import Batch, BatchCounts, Credits, Job, JobRef, Segmentation, SegmentObject
 from samq_client.webhooks import verify_webhook
 
 if TYPE_CHECKING:

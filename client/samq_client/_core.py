@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from samq_client import errors
-from samq_client.models import Batch, Credits, Job, Segmentation
+from samq_client.records import Batch, Credits, Job, Segmentation
 from samq_client.webhooks import verify_webhook
 
 DEFAULT_URL = "http://127.0.0.1:8000"

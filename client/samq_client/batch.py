@@ -16,7 +16,7 @@ from typing import Any
 
 from samq_client.client import Client
 from samq_client.errors import QueueFull, SamqError, TooManyJobs
-from samq_client.models import OUTPUT_SUFFIX
+from samq_client.records import OUTPUT_SUFFIX
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 STATE_FILE = ".samq-batch.json"

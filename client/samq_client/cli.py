@@ -15,7 +15,7 @@ from rich.text import Text
 from samq_client.batch import BatchRun, Wakeup, export
 from samq_client.client import Client
 from samq_client.errors import JobFailed, SamqError
-from samq_client.models import OUTPUT_SUFFIX
+from samq_client.records import OUTPUT_SUFFIX
 
 OUTPUTS = tuple(OUTPUT_SUFFIX)
 err = Console(stderr=True)

@@ -150,7 +150,7 @@ class JobFailed(SamqError):
 
     code = "job_failed"
 
-    def __init__(self, job) -> None:  # noqa: ANN001 (a samq_client.models.Job; avoids an import cycle)
+    def __init__(self, job) -> None:  # noqa: ANN001 (a samq_client.records.Job; avoids an import cycle)
         error = job.error or {}
         super().__init__(error.get("message") or f"job {job.id} is {job.status}", code=error.get("code") or job.status)
         self.job = job

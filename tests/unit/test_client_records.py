@@ -1,4 +1,4 @@
-"""The SDK's records (samq_client.models) against what the server documents and sends, so they cannot drift apart:
+"""The SDK's records (samq_client.records) against what the server documents and sends, so they cannot drift apart:
 each record has a field for every property of its OpenAPI component schema (gateway/openapi.py) and no other, of
 the same JSON type, nullable where the schema says null; and `from_dict` keeps every documented property's value.
 The schemas leave a batch's counts open (`object`): those are checked against the server's own list."""
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import samq_client
-from samq_client.models import Batch, BatchCounts, Credits, Job
+from samq_client.records import Batch, BatchCounts, Credits, Job
 
 from gateway.openapi import openapi_document
 from shared.batches import COUNTS
