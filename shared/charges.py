@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import redis
+from redis.commands.core import Script
 
 from shared import names
 from shared.records import JobRecord
@@ -43,6 +44,9 @@ end
 return tonumber(redis.call('GET', KEYS[1]) or '0')
 """
 
+# Registered once: EVALSHA on whichever client calls it (the client here only gives the script's encoding).
+_LOWER_HOLDS = Script(redis.Redis(), LOWER_HOLDS)
+
 
 def mixed(jobs: Sequence[JobRecord]) -> bool:
     """Whether the jobs of one ACCEPT cost differently."""
@@ -56,5 +60,5 @@ def lower_holds(client: redis.Redis, jobs: Sequence[JobRecord], min_replicas: in
     keys = [names.credits(jobs[0].key_id), names.STATS]
     for job in jobs:
         keys += [names.hold(job.id), names.job(job.id)]
-    return int(run_replicated(client, client.register_script(LOWER_HOLDS), keys, [job.cost for job in jobs],
+    return int(run_replicated(client, _LOWER_HOLDS, keys, [job.cost for job in jobs],
                               min_replicas, wait_timeout_ms))

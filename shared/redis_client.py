@@ -77,7 +77,7 @@ def run_replicated(client: redis.Redis, script: Script, keys: list[Any], args: l
     another connection, so both go in one pipeline (no MULTI: WAIT is refused inside a transaction).
     """
     if min_replicas <= 0:
-        return script(keys=keys, args=args)
+        return script(keys=keys, args=args, client=client)
     with client.pipeline(transaction=False) as pipe:
         script(keys=keys, args=args, client=pipe)
         pipe.wait(min_replicas, timeout_ms)
