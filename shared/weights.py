@@ -15,7 +15,7 @@ from shared.records import Params
 SAM_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
 HF = "https://huggingface.co"
 
-# Overrides that shrink sam2.1 hiera-t to 0.69M parameters for tests (ML-NOTES); image_size stays 1024.
+# Overrides that shrink sam2.1 hiera-t to 0.69M parameters for tests; image_size stays 1024.
 TINY_SAM_OVERRIDES = (
     "model.image_encoder.trunk.embed_dim=8",
     "model.image_encoder.trunk.stages=[1,1,1,2]",

@@ -191,7 +191,7 @@ class Embedder(CachedEncoder):
         return masks.cpu().numpy(), scores.float().cpu().numpy()
 
     def _restore(self, entry: Embedding) -> None:
-        # The same state set_image leaves behind (ML-NOTES: restored features give bit-identical masks).
+        # The same state set_image leaves behind (restored features give the same masks).
         p = self.predictor
         p.reset_predictor()
         p._features = {"image_embed": entry.image_embed, "high_res_feats": list(entry.high_res_feats)}

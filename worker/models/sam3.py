@@ -257,7 +257,7 @@ def _refuse_partial(what: str, folder: Path, info: dict) -> None:
 
 
 def tiny_tokenizer() -> CLIPTokenizer:
-    """A byte-level CLIP tokenizer built offline (no merges): every character is a token (ML-NOTES)."""
+    """A byte-level CLIP tokenizer built offline (no merges): every character is a token."""
     from tokenizers.pre_tokenizers import ByteLevel
 
     alphabet = sorted(ByteLevel.alphabet())
