@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -14,7 +14,8 @@ COUNTS = ("queued", "running", "succeeded", "failed", "canceled")
 
 def get_batch(client: redis.Redis, batch_id: str) -> dict[str, Any] | None:
     """A batch record, decoded, or None."""
-    raw = client.hgetall(names.batch(batch_id))
+    # cast: redis-py types replies as bytes | str (it cannot tell decode_responses); samq's clients read bytes
+    raw = cast(dict[bytes, bytes], client.hgetall(names.batch(batch_id)))
     if not raw:
         return None
     batch: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
@@ -28,7 +29,7 @@ def get_batch(client: redis.Redis, batch_id: str) -> dict[str, Any] | None:
 def batch_job_ids(client: redis.Redis, batch_id: str, start: int = 0, count: int = -1) -> list[str]:
     """A page of a batch's job ids in submission order (all of them by default)."""
     end = -1 if count < 0 else start + count - 1
-    return [i.decode() for i in client.lrange(names.batch_jobs(batch_id), start, end)]
+    return [i.decode() for i in cast(list[bytes], client.lrange(names.batch_jobs(batch_id), start, end))]
 
 
 def batch_view(batch: dict[str, Any], base_url: str) -> dict[str, Any]:

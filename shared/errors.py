@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SamqError(Exception):
     """Base error: a stable machine code, an HTTP status and a message for people."""
@@ -157,9 +159,9 @@ class NotReplicated(Unavailable):
     """Fewer replicas than SAMQ_REDIS_MIN_REPLICAS confirmed a write in time (Redis WAIT): the gateway undoes the job
     it was accepting and answers 503 `unavailable` with `Retry-After`; `result` is what the write's script returned."""
 
-    def __init__(self, message: str, retry_after_s: int | None = None, result: object = None, acked: int = 0) -> None:
+    def __init__(self, message: str, retry_after_s: int | None = None, result: Any = None, acked: int = 0) -> None:
         super().__init__(message, retry_after_s)
-        self.result = result
+        self.result = result  # any Redis reply (ACCEPT's and FINISH's: a list, its code first)
         self.acked = acked  # how many replicas did confirm it
 
 

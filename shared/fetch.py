@@ -121,7 +121,8 @@ def check_url(url: str, allow_hosts: frozenset[str] = frozenset(), field: str = 
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
             raise FetchFailed(f"'{field}': cannot resolve the host {host!r}") from exc
-        addresses = list(dict.fromkeys(info[4][0].split("%", 1)[0] for info in infos))
+        # str(): typeshed allows the (int, bytes) address of other families; IPv4 and IPv6 ones start with a str
+        addresses = list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
     allowed = host in allow_hosts or f"{host}:{port}" in allow_hosts
     if not allowed:
         for address in addresses:  # every answer: a name resolving to one private address among public ones

@@ -8,6 +8,7 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
+from typing import cast
 
 from PIL import Image, ImageOps
 
@@ -70,8 +71,8 @@ def _open(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         raise UnsupportedImage(f"the image is {width}x{height} pixels: one side may be at most {MAX_ASPECT_RATIO} "
                                "times the other")
-    if getattr(img, "n_frames", 1) > 1:
-        raise UnsupportedImage(f"the image is animated ({img.n_frames} frames); send a single still image")
+    if (frames := getattr(img, "n_frames", 1)) > 1:
+        raise UnsupportedImage(f"the image is animated ({frames} frames); send a single still image")
     return img
 
 
@@ -89,6 +90,7 @@ def peek_image(data: bytes, max_bytes: int, max_pixels: int) -> ImageInfo:
     orientation = _orientation(img)
     if orientation in (5, 6, 7, 8):
         width, height = height, width
+    assert img.format is not None  # _open accepts only SUPPORTED_FORMATS
     return ImageInfo(img.format, SUPPORTED_FORMATS[img.format], width, height, orientation)
 
 
@@ -106,7 +108,8 @@ def load_rgb(data: bytes, max_bytes: int, max_pixels: int, min_side: int = 0) ->
         ImageOps.exif_transpose(img, in_place=True)
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             # 16-bit greyscale: scale to 8 bits rather than clipping (8-bit data stored as 16 stays as it is).
-            high = img.getextrema()[1]
+            # cast: Pillow types the extrema of every band count at once; these modes have one band: (low, high)
+            high = cast(tuple[float, float], img.getextrema())[1]
             scale = 255 / 65535 if high > 255 else 1
             img = img.convert("I").point(lambda v: v * scale).convert("L")
         return img if img.mode == "RGB" else img.convert("RGB")  # convert() would copy an RGB image

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 
@@ -66,7 +67,8 @@ class KeyStore:
 
     def get(self, key_id: str) -> ApiKey | None:
         """The key's record, or None."""
-        record = self.client.hgetall(names.api_key(key_id))
+        # cast: redis-py types replies as bytes | str (it cannot tell decode_responses); samq's clients read bytes
+        record = cast(dict[bytes, bytes], self.client.hgetall(names.api_key(key_id)))
         if not record:
             return None
         return ApiKey(

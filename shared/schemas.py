@@ -109,7 +109,8 @@ def check_metadata(value: dict[str, Any] | None, max_bytes: int = METADATA_MAX_B
     serialized (compact JSON, UTF-8: exactly the bytes stored with the job or batch)."""
     if value is None:
         return None
-    keys, deepest, stack = 0, 1, [(value, 1)]
+    keys, deepest = 0, 1
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
     while stack:  # iterative; the body is at most gateway.body.MAX_DEPTH deep anyway
         item, level = stack.pop()
         deepest = max(deepest, level)
@@ -306,7 +307,9 @@ class JobRequest(SegmentRequest):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    prompt: Prompt | Phrases | None = Field(
+    # ignore: pydantic lets a subclass redefine a field, and this one widens the drop-in's prompt to a list of phrases
+    # too (SegmentRequest's own methods only hand it on to Params, which takes both); mypy sees a narrower base type.
+    prompt: Prompt | Phrases | None = Field(  # type: ignore[assignment]
         None, description='"boy", "boy. dog" or ["boy", "dog"]: every object found for each phrase, labelled by it '
         f"(at most {PROMPT_MAX_PHRASES} phrases, {PROMPT_MAX_CHARS} characters in all)")
     point_labels: list[int] | None = Field(None, description="one label per coordinate: 1 include, 0 exclude "

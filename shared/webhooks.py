@@ -9,7 +9,7 @@ import json
 import secrets
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.commands.core import Script
@@ -72,7 +72,9 @@ def new_secret() -> str:
 def secret(client: redis.Redis, key_id: str) -> str:
     """The key's current secret, made on first use (concurrent first uses agree on one)."""
     client.hsetnx(names.api_key(key_id), "webhook_secret", new_secret())
-    return client.hget(names.api_key(key_id), "webhook_secret").decode()
+    # cast: redis-py types replies as bytes | str (it cannot tell decode_responses); samq's clients read bytes
+    # (and HSETNX just above leaves the field set)
+    return cast(bytes, client.hget(names.api_key(key_id), "webhook_secret")).decode()
 
 
 def rotate(client: redis.Redis, key_id: str) -> str:
@@ -86,7 +88,8 @@ def rotate(client: redis.Redis, key_id: str) -> str:
 def signing_secrets(client: redis.Redis, key_id: str) -> list[str]:
     """The secrets a delivery is signed with now: the current one, and the previous one during its overlap."""
     current = secret(client, key_id)
-    prev, until = client.hmget(names.api_key(key_id), "webhook_secret_prev", "webhook_secret_prev_until")
+    prev, until = cast(list[bytes | None], client.hmget(names.api_key(key_id), "webhook_secret_prev",
+                                                         "webhook_secret_prev_until"))  # bytes: see secret()
     if prev and until and float(until) > time.time():
         return [current, prev.decode()]
     return [current]
@@ -119,7 +122,8 @@ def enable_url(client: redis.Redis, key_id: str, url: str) -> bool:
 
 def disabled_urls(client: redis.Redis, key_id: str) -> dict[str, float]:
     """The key's disabled URLs and when each was disabled (epoch s)."""
-    return {k.decode(): float(v) for k, v in client.hgetall(names.webhook_disabled(key_id)).items()}
+    disabled = cast(dict[bytes, bytes], client.hgetall(names.webhook_disabled(key_id)))  # bytes: see secret()
+    return {k.decode(): float(v) for k, v in disabled.items()}
 
 
 def is_disabled(client: redis.Redis, key_id: str, url: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import redis
 
@@ -23,4 +24,5 @@ def alive(client: redis.Redis, heartbeat_s: float) -> list[str]:
     """Hostnames heard from within three heartbeats (one lookup, whatever the keyspace holds)."""
     since = time.time() - 3 * heartbeat_s
     client.zremrangebyscore(names.WORKERS, "-inf", f"({since - 3600}")  # long gone: tidy up
-    return [h.decode() for h in client.zrangebyscore(names.WORKERS, since, "+inf")]
+    # cast: redis-py types replies as bytes | str (it cannot tell decode_responses); samq's clients read bytes
+    return [h.decode() for h in cast(list[bytes], client.zrangebyscore(names.WORKERS, since, "+inf"))]
