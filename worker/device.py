@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from shared.records import Params
 from worker import pipeline, sam3_pipeline
+from worker.embedding import Embedder
 from worker.inputs import Picture
 from worker.metrics import DEVICE_SECONDS, Timings, timing
 from worker.models.dino import Detection
@@ -111,8 +112,7 @@ class Device:
         models = self._models()
         for request in batch:  # text prompts first find their boxes: a prompt that finds nothing needs no encoder
             if request.params.prompt and models.sam3 is None:  # SAM 3 finds its instances itself
-                self._step(request, lambda r: setattr(r, "found", pipeline.detect_objects(
-                    models.dino, r.picture, r.params, self.limits)))
+                self._step(request, lambda r: setattr(r, "found", self._detect(r, models)))
         pending = [r for r in batch if not r.answer.done()]
         if len(pending) > 1:
             self._encode_together([r for r in pending if models.sam3 is not None
@@ -120,10 +120,15 @@ class Device:
         for request in pending:
             self._step(request, lambda r: r.answer.set_result(self._segment(r, models)))
 
+    def _detect(self, request: _Request, models: Models) -> list[Detection]:
+        assert models.dino is not None  # a SAM 2 preset loads Grounding DINO
+        return pipeline.detect_objects(models.dino, request.picture, request.params, self.limits)
+
     def _segment(self, request: _Request, models: Models) -> Segmented:
         if models.sam3 is not None:  # the SAM 3 engine (worker/sam3_pipeline.py)
             objects, hit = sam3_pipeline.segment(models.sam3, request.picture, request.params, self.limits)
             return Segmented(objects, hit and request.batch is None, request.batch)
+        assert isinstance(models.embedder, Embedder) and models.dino is not None  # a SAM 2 preset loads both
         objects, hit = pipeline.segment(models.embedder, models.dino, request.picture, request.params, self.limits,
                                         request.found)
         return Segmented(objects, hit and request.batch is None, request.batch)

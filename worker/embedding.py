@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -42,7 +43,15 @@ class Embedding:
         return sum(t.numel() * t.element_size() for t in (self.image_embed, *self.high_res_feats))
 
 
-class EmbeddingCache:
+class _Sized(Protocol):
+    @property
+    def nbytes(self) -> int: ...
+
+
+E = TypeVar("E", bound=_Sized)  # what a cache holds: SAM 2's Embedding, SAM 3's Sam3Features
+
+
+class EmbeddingCache(Generic[E]):
     """Least-recently-used embeddings, bounded by total bytes."""
 
     def __init__(self, max_bytes: int) -> None:
@@ -50,10 +59,10 @@ class EmbeddingCache:
         self.bytes = 0
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[str, Embedding] = OrderedDict()
+        self._entries: OrderedDict[str, E] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> Embedding | None:
+    def get(self, key: str) -> E | None:
         """The embedding for a key, marking it recently used."""
         with self._lock:
             entry = self._entries.get(key)
@@ -68,7 +77,7 @@ class EmbeddingCache:
         with self._lock:
             return key in self._entries
 
-    def put(self, key: str, entry: Embedding) -> None:
+    def put(self, key: str, entry: E) -> None:
         """Store an embedding, evicting the least recently used past the byte bound."""
         if entry.nbytes > self.max_bytes:
             return  # larger than the whole cache (or the cache is off)
@@ -89,7 +98,7 @@ class CachedEncoder:
     """What the device thread needs of an image encoder with a cache (SAM 2's Embedder, SAM 3's engine): `cache`, and
     `encode(images, sizes)` returning one cache entry per image; this adds the batched fill of the cache."""
 
-    cache: EmbeddingCache
+    cache: EmbeddingCache[Any]
 
     def encode(self, images: list[np.ndarray], sizes: list[tuple[int, int]]) -> list:
         """One encoder call over a batch of HWC uint8 images."""
@@ -105,7 +114,9 @@ class CachedEncoder:
         if self.cache.max_bytes <= 0:
             return []  # nowhere to keep them
         todo: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
-        for pixels, size, key in zip(images, sizes or [None] * len(images), keys or [None] * len(images), strict=True):
+        unknown_sizes: list[tuple[int, int] | None] = [None] * len(images)
+        unknown_keys: list[str | None] = [None] * len(images)
+        for pixels, size, key in zip(images, sizes or unknown_sizes, keys or unknown_keys, strict=True):
             size = size or tuple(pixels.shape[:2])
             key = key or cache_key(pixels, size)
             if key not in self.cache and key not in todo:
@@ -122,10 +133,10 @@ class CachedEncoder:
 class Embedder(CachedEncoder):
     """Sets images on a SAM 2 predictor, from the cache when it can; counts image-encoder runs."""
 
-    def __init__(self, predictor: SAM2ImagePredictor, cache: EmbeddingCache,
+    def __init__(self, predictor: SAM2ImagePredictor, cache: EmbeddingCache[Embedding],
                  precision: Callable[[], AbstractContextManager] = nullcontext) -> None:
         self.predictor = predictor
-        self.cache = cache
+        self.cache: EmbeddingCache[Embedding] = cache
         self.precision = precision
         self.encoder_calls = 0
 
@@ -211,7 +222,10 @@ def _to_model(predictor: SAM2ImagePredictor, pixels: np.ndarray) -> torch.Tensor
 def _decode(predictor: SAM2ImagePredictor, coords: torch.Tensor | None, labels: torch.Tensor | None,
             boxes: torch.Tensor | None, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM2ImagePredictor._predict up to the low-resolution logits (before it upsamples every candidate)."""
-    points = (coords, labels) if coords is not None else None
+    points: tuple[torch.Tensor, torch.Tensor] | None = None
+    if coords is not None:
+        assert labels is not None  # clicks come with their labels
+        points = (coords, labels)
     if boxes is not None:  # boxes go first among the points, labelled 2 and 3 (as _predict does)
         box_coords = boxes.reshape(-1, 2, 2)
         box_labels = torch.tensor([[2, 3]], dtype=torch.int, device=boxes.device).repeat(boxes.size(0), 1)

@@ -101,6 +101,7 @@ def segment(embedder: Embedder, picture: Picture, options: dict[str, Any], cap: 
             if area == 0 or area < options["min_area"]:
                 continue
             box = render.bounds(mask)  # (y0, y1, x0, x1)
+            assert box is not None  # the mask is not empty (area > 0)
             objects.append(Object("object", round(float(record["predicted_iou"]), 4), mask,
                                   [float(box[2]), float(box[0]), float(box[3]), float(box[1])],
                                   stability_score=round(float(record["stability_score"]), 4)))

@@ -126,17 +126,18 @@ def _closest(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
 def _join(segments: list[np.ndarray]) -> list[np.ndarray]:
     """Walk every outline in full: into each at its closest point to the previous one, out to the next at its
     closest point to that one, and back along the same bridges."""
-    entry, exit_ = [0] * len(segments), [None] * len(segments)
+    entry = [0] * len(segments)
+    exit_: list[int | None] = [None] * len(segments)
     for i in range(1, len(segments)):
         exit_[i - 1], entry[i] = _closest(segments[i - 1], segments[i])
     forward, back = [], []
     for i, seg in enumerate(segments):
         loop = np.roll(seg, -entry[i], axis=0)
         loop = np.concatenate([loop, loop[:1]])  # closed: back at the entry point
-        if exit_[i] is None:
+        if (out := exit_[i]) is None:
             forward.append(loop)
             break
-        j = (exit_[i] - entry[i]) % len(seg)
+        j = (out - entry[i]) % len(seg)
         forward.append(loop[: j + 1])
         back.append(loop[j:])
     return forward + back[::-1]

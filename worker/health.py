@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from shared import names
 from shared.redis_client import broker_client
@@ -76,7 +77,11 @@ def _record(client: redis.Redis, hostname: str, **fields: float | str) -> None:
     key = names.worker(hostname)
     # Never fail a task over bookkeeping: a missing record reads as "idle for long", judged with the queues.
     with contextlib.suppress(redis.RedisError):
-        client.pipeline(transaction=False).hset(key, mapping=fields).expire(key, STATE_TTL_S).execute()
+        mapping: dict[FieldT, EncodableT] = {k: v for k, v in fields.items()}  # redis-py's keys are invariant
+        pipe = client.pipeline(transaction=False)  # (its commands are typed as the client's, not as returning pipe)
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, STATE_TTL_S)
+        pipe.execute()
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 if TYPE_CHECKING:
     from worker.embedding import Embedder
+    from worker.models.sam3 import Sam3Engine
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def stage(name: str) -> Iterator[None]:
 class WorkerCollector:
     """Embedding cache hits and misses, image-encoder calls and GPU memory, read at scrape time."""
 
-    def __init__(self, embedder: Callable[[], Embedder | None]) -> None:
+    def __init__(self, embedder: Callable[[], Embedder | Sam3Engine | None]) -> None:
         self.embedder = embedder
 
     def describe(self) -> list:
@@ -123,7 +124,7 @@ class WorkerCollector:
             yield memory
 
 
-def serve(host: str, port: int, embedder: Callable[[], Embedder | None]) -> None:
+def serve(host: str, port: int, embedder: Callable[[], Embedder | Sam3Engine | None]) -> None:
     """Serve /metrics on host:port in a background thread (port 0: not at all)."""
     if not port:
         return

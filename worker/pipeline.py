@@ -145,6 +145,7 @@ def render_outputs(picture: Picture, objects: list[Object], params: Params,
     wanted = params.outputs
     for name in wanted:
         if name == "overlay_jpeg":
+            assert image is not None  # decoded with every pixel: this output shows them
             last = consume and not PIXEL_OUTPUTS.intersection(wanted[wanted.index(name) + 1 :])
             files[name] = (render.to_jpeg(render.overlay(image, masks, in_place=last)), "image/jpeg")
         elif name == "mask_jpeg":
@@ -152,6 +153,7 @@ def render_outputs(picture: Picture, objects: list[Object], params: Params,
         elif name == "mask_png":
             files[name] = (render.to_png(render.label_image(size, masks)), "image/png")
         elif name == "cutout_png":
+            assert image is not None  # decoded with every pixel: this output shows them
             files[name] = (render.to_png(render.cutout(image, masks)), "image/png")
         elif name == "json":
             files[name] = (export.objects_json(size, objects, params.polygons), "application/json")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -60,14 +61,15 @@ def load_dino(folder: Path, device: str) -> Detector:
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"Grounding DINO folder not found or incomplete: {folder}")
     processor = GroundingDinoProcessor.from_pretrained(folder, local_files_only=True)
-    model, info = GroundingDinoForObjectDetection.from_pretrained(folder, local_files_only=True,
-                                                                  output_loading_info=True)
+    # cast: transformers types from_pretrained as returning the model; with output_loading_info it is (model, info)
+    model, info = cast(tuple[GroundingDinoForObjectDetection, dict[str, Any]], GroundingDinoForObjectDetection
+                       .from_pretrained(folder, local_files_only=True, output_loading_info=True))
     # from_pretrained only warns about a partial checkpoint; we refuse one, as build_sam2 does.
     problems = {k: sorted(v) for k, v in info.items() if k != "error_msgs" and v} | (
         {"errors": info["error_msgs"]} if info.get("error_msgs") else {})
     if problems:
         raise RuntimeError(f"Grounding DINO checkpoint in {folder} does not match its config: {problems}")
-    return Detector(model.to(device).eval(), processor, device)
+    return Detector(model.to(device).eval(), processor, device)  # type: ignore[arg-type]  # transformers' @wraps(Module.to) hides the method
 
 
 def _config(arch: str, vocab_size: int) -> GroundingDinoConfig:
@@ -76,11 +78,11 @@ def _config(arch: str, vocab_size: int) -> GroundingDinoConfig:
     if arch == "base":
         return GroundingDinoConfig(backbone_config=SwinConfig(
             embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12,
-            out_features=["stage2", "stage3", "stage4"]))
+            out_features=["stage2", "stage3", "stage4"]))  # type: ignore[call-arg]  # transformers takes it through __post_init__'s kwargs
     return GroundingDinoConfig(
         backbone_config=SwinConfig(
             embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], out_features=["stage2", "stage3", "stage4"]
-        ),
+        ),  # type: ignore[call-arg]  # transformers takes it through __post_init__'s kwargs
         text_config=BertConfig(
             vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
         ),
@@ -110,7 +112,7 @@ def build_random_dino(folder: Path, arch: str = "test", seed: int = 0) -> None:
 
 @torch.inference_mode()
 def detect(
-    detector: Detector, image: Image.Image, prompt: str, box_threshold: float, text_threshold: float,
+    detector: Detector, image: Image.Image, prompt: str | list[str], box_threshold: float, text_threshold: float,
     size: tuple[int, int] | None = None,
 ) -> list[Detection]:
     """Boxes for the phrases of a prompt, best first, in pixels of `size` (width, height; default the image's)."""

@@ -18,10 +18,11 @@ own neck (a few convolutions) runs per call, in the `decode` stage. The arithmet
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from transformers import (
     CLIPTextConfig,
     CLIPTokenizer,
+    PreTrainedConfig,
     Sam3Config,
     Sam3ImageProcessor,
     Sam3Model,
@@ -88,7 +90,7 @@ class Sam3Engine(CachedEncoder):
     processor: Sam3Processor
     tracker_processor: Sam3TrackerProcessor
     device: str
-    cache: EmbeddingCache
+    cache: EmbeddingCache[Sam3Features]
     precision: Callable[[], AbstractContextManager] = nullcontext
     encoder_calls: int = 0
     _current: Sam3Features | None = field(default=None, repr=False)
@@ -112,7 +114,8 @@ class Sam3Engine(CachedEncoder):
         """One ViT pass over a batch of HWC uint8 images (the processor's resize and normalisation first)."""
         pixel_values = self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
         pixel_values = pixel_values.to(self.device)
-        patch = self.model.config.vision_config.backbone_config.patch_size
+        # cast: transformers types a sub-config as dict | config | None; a loaded model's is its config
+        patch = cast(PreTrainedConfig, self.model.config.vision_config).backbone_config.patch_size
         grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
         with torch.inference_mode(), self.precision():
             hidden = self.model.vision_encoder.backbone(pixel_values).last_hidden_state
@@ -137,7 +140,7 @@ class Sam3Engine(CachedEncoder):
         return Sam3VisionEncoderOutput(last_hidden_state=features.hidden, fpn_hidden_states=fpn,
                                        fpn_position_encoding=pos)
 
-    def concept(self, phrases: list[str | None], exemplars: list[list[float]], negatives: list[list[float]],
+    def concept(self, phrases: Sequence[str | None], exemplars: list[list[float]], negatives: list[list[float]],
                 threshold: float, max_objects: int) -> list[Found]:
         """Every instance of each phrase (None: exemplars alone) scoring >= threshold, best first, at most
         max_objects in all; the vision features are computed once, then one text pass per phrase."""
@@ -168,7 +171,7 @@ class Sam3Engine(CachedEncoder):
             found = found[:max_objects]
             masks = _upsample([f[3].sigmoid() for f in found], (height, width), MASK_THRESHOLD)
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-        return [Found(label, score, tuple(float(v) for v in (box.cpu() * scale).tolist()), mask)
+        return [Found(label, score, _xyxy((box.cpu() * scale).tolist()), mask)
                 for (score, label, box, _), mask in zip(found, masks, strict=True)]
 
     # -- the tracker head: clicks and boxes --
@@ -226,19 +229,26 @@ def _upsample(masks: list[torch.Tensor], size: tuple[int, int], threshold: float
     return out
 
 
+def _xyxy(values: list[float]) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in values)
+    return x0, y0, x1, y1
+
+
 # -- loading and building --
 
-def load_sam3(folder: Path, device: str, cache: EmbeddingCache) -> Sam3Engine:
+def load_sam3(folder: Path, device: str, cache: EmbeddingCache[Sam3Features]) -> Sam3Engine:
     """Load both heads of a Hugging Face-format SAM 3 folder, offline; any missing or unexpected weight is refused."""
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"SAM 3 folder not found or incomplete: {folder}")
     processor = Sam3Processor.from_pretrained(folder, local_files_only=True)
-    model, info = Sam3Model.from_pretrained(folder, local_files_only=True, output_loading_info=True)
+    # cast: transformers types from_pretrained as returning the model; with output_loading_info it is (model, info)
+    model, info = cast(tuple[Sam3Model, dict[str, Any]],
+                       Sam3Model.from_pretrained(folder, local_files_only=True, output_loading_info=True))
     _refuse_partial("SAM 3 (concept head)", folder, info)
-    tracker, info = Sam3TrackerModel.from_pretrained(folder, local_files_only=True, output_loading_info=True,
-                                                     key_mapping=TRACKER_KEYS)
+    tracker, info = cast(tuple[Sam3TrackerModel, dict[str, Any]], Sam3TrackerModel.from_pretrained(
+        folder, local_files_only=True, output_loading_info=True, key_mapping=TRACKER_KEYS))
     _refuse_partial("SAM 3 (tracker head)", folder, info)
-    model, tracker = model.to(device).eval(), tracker.to(device).eval()
+    model, tracker = model.to(device).eval(), tracker.to(device).eval()  # type: ignore[arg-type]  # transformers' @wraps(Module.to) hides the method
     # The checkpoint stores one ViT for both heads: share the module (one pass, one copy in memory).
     shared, own = model.vision_encoder.backbone.state_dict(), tracker.vision_encoder.backbone.state_dict()
     if shared.keys() == own.keys() and all(torch.equal(shared[k], own[k]) for k in shared):
@@ -301,7 +311,7 @@ def _config(arch: str) -> tuple[Sam3VideoConfig, int]:
     config = Sam3VideoConfig(detector_config=detector, tracker_config=tracker)
     # The tracker's sub-config defaults override the image size given (1008): its setter puts it back everywhere.
     config.image_size = size
-    config.tracker_config.prompt_encoder_config.image_size = size
+    cast(PreTrainedConfig, config.tracker_config).prompt_encoder_config.image_size = size  # cast: see encode()
     return config, size
 
 
