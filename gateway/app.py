@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
+from typing import cast
 
 from flask import Flask, g, request
+from flask.json.provider import DefaultJSONProvider
 
 from gateway import metrics
 from gateway.errors import register_error_handlers
@@ -24,7 +26,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = Flask(__name__)
     # base64 costs 4/3 of the bytes; leave room for the other fields.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_image_bytes * 4 // 3 + 1024 * 1024
-    app.json.sort_keys = False
+    # cast: Flask types app.json as the JSONProvider interface; what it builds is its DefaultJSONProvider
+    cast(DefaultJSONProvider, app.json).sort_keys = False
     # "/v1/jobs/" and "/v1/jobs" are one route, and "//" is a 404: werkzeug's HTML redirects never reach clients.
     app.url_map.strict_slashes = False
     app.url_map.merge_slashes = False

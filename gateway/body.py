@@ -28,11 +28,11 @@ def _depth(value: Any) -> int:
 def request_body() -> Any:
     """The body as a dict; a form's `image` file part is turned into base64 like the JSON field."""
     if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        body: dict[str, Any] = request.form.to_dict()
+        form: dict[str, Any] = request.form.to_dict()
         upload = request.files.get("image")
         if upload is not None:
-            body["image"] = base64.b64encode(upload.read()).decode()
-        return body
+            form["image"] = base64.b64encode(upload.read()).decode()
+        return form
     if not request.get_data(cache=True):
         raise InvalidRequest("the body is empty: send a JSON object")
     too_deep = InvalidRequest(f"the body nests arrays or objects more than {MAX_DEPTH} levels deep")

@@ -46,7 +46,8 @@ def _type(schema: dict[str, Any]) -> str:
         return ", ".join(f"`{v}`" for v in schema["enum"])
     kind = schema.get("type")
     if isinstance(kind, list):
-        return " or ".join(_TYPES.get(k, k) for k in kind if k != "null")
+        kinds: list[str] = kind  # a list of type names
+        return " or ".join(_TYPES.get(k, k) for k in kinds if k != "null")
     if kind == "array":
         items = schema.get("items") or {}
         simple = "enum" in items or items.get("type") in ("string", "integer", "number", "boolean")
@@ -169,7 +170,11 @@ def render(text: str, sections: dict[str, Callable[[], str]]) -> str:
         if len(pattern.findall(text)) != 1:
             raise ValueError(f"expected one section between {begin!r} and {end!r}")
         section = f"{begin}\n{make()}\n{end}"
-        text = pattern.sub(lambda _, section=section: section, text)
+
+        def literal(_: re.Match[str], section: str = section) -> str:  # the section as it is (no \1 escapes)
+            return section
+
+        text = pattern.sub(literal, text)
     return text
 
 

@@ -56,8 +56,8 @@ def register_error_handlers(app: Flask) -> None:
             message = (f"the body is larger than the limit of {request.max_content_length} bytes; send large "
                        "images by URL, or split the batch")
         response = error_response(_HTTP_CODES.get(status, "http_error"), message, status)
-        if status == 405 and getattr(exc, "valid_methods", None):
-            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        if status == 405 and (methods := getattr(exc, "valid_methods", None)):  # werkzeug's MethodNotAllowed
+            response.headers["Allow"] = ", ".join(methods)
         return response
 
     @app.errorhandler(redis.ConnectionError)

@@ -92,7 +92,9 @@ def _info(batch: dict[str, Any], images: int, left_out: list[dict[str, Any]], **
 
 def coco(batch: dict[str, Any], entries: Iterable[Entry]) -> Iterator[bytes]:
     """The COCO instances file, in pieces: annotations as they are read, then images, categories and info."""
-    cats, images, left_out = _Categories(), [], []
+    cats = _Categories()
+    images: list[dict[str, Any]] = []
+    left_out: list[dict[str, Any]] = []
     n_ann = 0
     yield b'{"annotations":['
     for entry in entries:
@@ -102,6 +104,7 @@ def coco(batch: dict[str, Any], entries: Iterable[Entry]) -> Iterator[bytes]:
             continue
         image_id = len(images) + 1
         masks = entry.masks
+        assert masks is not None  # _left_out left out the jobs without masks
         images.append({"id": image_id, "file_name": file_name(entry), "width": masks["width"],
                        "height": masks["height"], "job_id": entry.job_id})
         pieces = []
@@ -146,6 +149,9 @@ class _Sink:
     def flush(self) -> None:
         pass
 
+    def close(self) -> None:  # zipfile never closes a file it was given; typeshed's writable file has close()
+        pass
+
     def take(self) -> bytes:
         data, self.parts = b"".join(self.parts), []
         return data
@@ -154,18 +160,23 @@ class _Sink:
 def yolo(batch: dict[str, Any], entries: Iterable[Entry]) -> Iterator[bytes]:
     """The YOLO-seg zip, in pieces: labels/<stem>.txt per image (empty when it has no object), then data.yaml
     (names, class ids from 0 in the COCO categories' order) and info.json (the images, and the jobs left out)."""
-    cats, sink, used, left_out, images = _Categories(), _Sink(), set(), [], []
+    cats, sink = _Categories(), _Sink()
+    used: set[str] = set()
+    left_out: list[dict[str, Any]] = []
+    images: list[dict[str, Any]] = []
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for entry in entries:
             why = _left_out(entry)
             if why is not None:
                 left_out.append(why)
                 continue
+            masks = entry.masks
+            assert masks is not None  # _left_out left out the jobs without masks
             name = file_name(entry)
             stem = _stem(name, entry.job_id, used)
-            zf.writestr(f"labels/{stem}.txt", yolo_lines(entry.masks, lambda label: cats.id(label) - 1))
+            zf.writestr(f"labels/{stem}.txt", yolo_lines(masks, lambda label: cats.id(label) - 1))
             images.append({"file_name": name, "label_file": f"labels/{stem}.txt", "job_id": entry.job_id,
-                           "width": entry.masks["width"], "height": entry.masks["height"]})
+                           "width": masks["width"], "height": masks["height"]})
             yield sink.take()
         names = "".join(f"  {i - 1}: {json.dumps(label)}\n" for label, i in cats.ids.items())  # JSON strings: YAML
         zf.writestr("data.yaml", f"# samq batch {batch['id']}: YOLO-seg labels (the images are yours: put them in "

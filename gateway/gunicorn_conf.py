@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Protocol
 
 from shared import logs
 from shared.settings import Settings
@@ -30,6 +31,10 @@ def on_starting(server: object) -> None:
         stale.unlink()
 
 
-def child_exit(server: object, worker: object) -> None:
+class _Worker(Protocol):  # what this hook reads of gunicorn's Worker (gunicorn ships no types)
+    pid: int
+
+
+def child_exit(server: object, worker: _Worker) -> None:
     """A worker process ended: its live gauges no longer count (its counters still do)."""
     multiprocess.mark_process_dead(worker.pid, str(METRICS_DIR))

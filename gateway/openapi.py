@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from pydantic import BaseModel
+
 from shared.schemas import (
     ARRAY_TEXT_MAX_CHARS,
     BATCH_METADATA_MAX_BYTES,
@@ -54,6 +56,7 @@ def _metadata_level(level: int) -> dict[str, Any]:
 
 # JSON Schema cannot count serialized bytes or keys across levels: those two are in the description, and the
 # gateway answers 400 for them; the nesting and the keys of any one object are stated exactly.
+_METADATA: dict[str, Any]  # a JSON Schema (its values are of every JSON type)
 _METADATA = {"anyOf": [{"type": "object", "maxProperties": METADATA_MAX_KEYS,
                         "additionalProperties": _metadata_level(2)}, {"type": "null"}],
              "default": None,
@@ -105,7 +108,7 @@ def _described(model_prop: dict[str, Any], shared: dict[str, Any]) -> dict[str, 
     return {**shared, "description": f"{own}: {shared['description']}" if own else shared["description"]}
 
 
-def _schema(model: type) -> dict[str, Any]:
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema()
     props = schema["properties"]
     props["image"] = _IMAGE
@@ -146,7 +149,7 @@ def _json(ref: str) -> dict[str, Any]:
 @cache
 def openapi_document() -> dict[str, Any]:
     """The whole document (computed once per process)."""
-    security = [{"apiKey": []}, {"bearer": []}]
+    security: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearer": []}]
     job_id = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
     batch_id = [{"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}]
     idem = {"name": "Idempotency-Key", "in": "header", "required": False,

@@ -179,12 +179,15 @@ def _store_inputs(svc: Services, items: Sequence[Prepared]) -> None:
 
 
 def _put(svc: Services, item: Prepared) -> None:
-    svc.storage.put(item.job.input_key, item.data, item.job.input_type)
+    job = item.job
+    # an upload: prepare() gave its job a storage key and a content type with its bytes
+    assert item.data is not None and job.input_key is not None and job.input_type is not None
+    svc.storage.put(job.input_key, item.data, job.input_type)
 
 
 def _drop_inputs(svc: Services, items: Sequence[Prepared]) -> None:
     for item in items:
-        if item.data is not None:
+        if item.data is not None and item.job.input_key is not None:  # an upload (it has both)
             try:
                 svc.storage.delete(item.job.input_key)
             except Exception:  # best effort: the retention sweep and the bucket lifecycle catch leftovers

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 import redis
 
 from shared import names
 from shared.jobs import JobStore
+from shared.records import JobRecord
 
 log = logging.getLogger(__name__)
 RECHECK_S = 1.0  # a lost message (listener reconnecting) delays an answer by at most this long
@@ -31,7 +31,7 @@ class CompletionWaiter:
         self._listening = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def wait(self, store: JobStore, job_id: str, timeout_s: float) -> dict[str, Any] | None:
+    def wait(self, store: JobStore, job_id: str, timeout_s: float) -> JobRecord | None:
         """The job's record once it is terminal, or its latest record when the timeout passes."""
         self._start()
         deadline = time.monotonic() + timeout_s

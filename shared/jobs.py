@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -456,7 +456,9 @@ class JobStore:
         for queue in queues:
             if len(ids) >= limit:
                 break
-            ids += [i.decode() for i in self.client.zrange(names.waiting(queue), 0, limit - len(ids) - 1)]
+            # cast: redis-py types replies as bytes | str (it cannot tell decode_responses); samq's clients read bytes
+            waiting = cast(list[bytes], self.client.zrange(names.waiting(queue), 0, limit - len(ids) - 1))
+            ids += [i.decode() for i in waiting]
         return ids
 
     def claim_unsent(self, older_than_s: float, limit: int = 100) -> list[str]:
@@ -471,7 +473,9 @@ class JobStore:
     def get(self, job_id: str) -> JobRecord | None:
         """The job record, or None."""
         with self.client.pipeline(transaction=False) as pipe:
-            raw, params = pipe.hgetall(names.job(job_id)).get(names.params(job_id)).execute()
+            pipe.hgetall(names.job(job_id))  # (redis-py types a pipeline's commands as the client's: no chaining)
+            pipe.get(names.params(job_id))
+            raw, params = pipe.execute()
         return JobRecord.from_redis(raw, params) if raw else None
 
     def statuses(self, job_ids: list[str]) -> list[str | None]:
@@ -519,7 +523,8 @@ class JobStore:
         """Take back running jobs whose lease lapsed, each once: they are queued again; returns (id, queue) pairs
         for the caller to send to the broker (then `sent`)."""
         now = time.time()
-        ids = [i.decode() for i in self.client.zrangebyscore(names.LEASES, "-inf", now, start=0, num=limit)]
+        lapsed = cast(list[bytes], self.client.zrangebyscore(names.LEASES, "-inf", now, start=0, num=limit))  # bytes
+        ids = [i.decode() for i in lapsed]
         if not ids:
             return []
         with self.client.pipeline(transaction=False) as pipe:

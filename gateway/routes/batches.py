@@ -91,7 +91,10 @@ def cancel_batch(batch_id: str):
         job = svc.jobs.get(job_id)
         outcome = svc.jobs.cancel(job) if job is not None else Cancel.MISSING
         counts[outcome.value] += 1
-    view = batches.batch_view(batches.get_batch(svc.redis, batch_id), _base_url())
+    batch = batches.get_batch(svc.redis, batch_id)
+    if batch is None:  # it expired while its jobs were being canceled
+        raise gone("batch", batch_id)
+    view = batches.batch_view(batch, _base_url())
     view["cancel"] = {"canceled": counts["canceled"], "requested": counts["requested"]}
     return jsonify(view)
 
