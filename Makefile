@@ -47,9 +47,11 @@ test-fault-long: setup
 	bash tests/ensure_redis.sh
 	$(PY) -m pytest tests/fault -m slow -s
 
-# ruff, then the deployment files with their own tools, offline (deploy/validate.py says what it checks).
+# ruff, mypy (shared/, worker/ and gateway/: [tool.mypy] in pyproject.toml), then the deployment files with their
+# own tools, offline (deploy/validate.py says what it checks).
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) deploy/validate.py
 
 # The generated tables of docs/API.md and docs/OPERATIONS.md, from the pydantic models, errors and settings.
