@@ -14,11 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import redis
-from redis.commands.core import Script
 
 from shared import names
 from shared.records import JobRecord
-from shared.redis_client import run_replicated
+from shared.redis_client import run_replicated, script
 
 LOWER_HOLDS = """
 -- Lower the holds of jobs just accepted to their own costs; refund the difference to the key.
@@ -44,8 +43,7 @@ end
 return tonumber(redis.call('GET', KEYS[1]) or '0')
 """
 
-# Registered once: EVALSHA on whichever client calls it (the client here only gives the script's encoding).
-_LOWER_HOLDS = Script(redis.Redis(), LOWER_HOLDS)
+_LOWER_HOLDS = script(LOWER_HOLDS)
 
 
 def mixed(jobs: Sequence[JobRecord]) -> bool:

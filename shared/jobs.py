@@ -73,7 +73,7 @@ class Cancel(StrEnum):
     MISSING = "missing"
 
 
-# The statuses and the webhook filter every script that moves a job reads; spelt once, from JobStatus.
+# The statuses and the webhook filter START and FINISH read; spelt once, from JobStatus.
 _LUA_COMMON = """
 local TERMINAL = {TERMINAL_STATUSES}
 -- Whether a job's webhook_events (JSON list, as stored) asks for `name`.
@@ -83,7 +83,7 @@ local function wants(events, name)
 end
 """.replace("TERMINAL_STATUSES", ", ".join(f"{s.value} = true" for s in sorted(TERMINAL)))
 
-ACCEPT = _LUA_COMMON + """
+ACCEPT = """
 -- Accept N jobs in one step, all or nothing: the key is live, the credits are reserved, the records,
 -- waiting and rescue entries, batch and idempotency records are written together.
 -- KEYS[1] key hash  KEYS[2] credit balance  KEYS[3] idempotency record  KEYS[4] stats  KEYS[5] unsent set

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterable
 
 import redis
 from celery import Celery
-from redis.commands.core import Script
 
 from shared import names
+from shared.redis_client import script
 
 log = logging.getLogger(__name__)
 OUTBOX_GRACE_S = 10.0  # an event still in the outbox this long after it was written lost its publisher
@@ -27,8 +27,7 @@ for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', ARGV[3], membe
 return due
 """
 
-# Registered once: EVALSHA on whichever client calls it (the client here only gives the script's encoding).
-_LEASE_DUE = Script(redis.Redis(), LEASE_DUE)
+_LEASE_DUE = script(LEASE_DUE)
 
 
 def send(app: Celery, event: str, attempt: int = 1) -> None:

@@ -68,6 +68,11 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def script(source: str) -> Script:
+    """A Lua script registered once at import, run by EVALSHA on the client each call passes (`client=`)."""
+    return Script(redis.Redis(), source)  # this client only gives the text's encoding: it never connects
+
+
 def run_replicated(client: redis.Redis, script: Script, keys: list[Any], args: list[Any], min_replicas: int,
                    timeout_ms: int) -> Any:
     """Run a registered script, then `WAIT min_replicas timeout_ms` on the same connection; its result, or

@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 import redis
-from redis.commands.core import Script
 
 from shared import names
 from shared.fetch import Target, check_url
+from shared.redis_client import script
 from shared.settings import Settings
 
 SECRET_PREFIX = "whsec_"
@@ -32,8 +32,7 @@ redis.call('DEL', KEYS[2])
 return 1
 """
 
-# Registered once: EVALSHA on whichever client calls it (the client here only gives the script's encoding).
-_ROTATE = Script(redis.Redis(), ROTATE)
+_ROTATE = script(ROTATE)
 
 
 @dataclass(frozen=True)

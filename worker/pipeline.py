@@ -74,15 +74,15 @@ def _bounds(mask: np.ndarray) -> list[float] | None:
 def detect_objects(dino: Detector, picture: Picture, params: Params, limits: Thresholds) -> list[Detection]:
     """Grounding DINO's boxes for a text prompt, best first, at most max_objects (in displayed pixels)."""
     with stage("detect"):
-        found = detect(dino, picture.view, params.prompt or "", _or(params.box_threshold, limits.box),
-                       _or(params.text_threshold, limits.text), size=picture.size)
-    return found[: min(_or(params.max_objects, limits.max_objects), limits.max_objects)]
+        found = detect(dino, picture.view, params.prompt or "", asked_or(params.box_threshold, limits.box),
+                       asked_or(params.text_threshold, limits.text), size=picture.size)
+    return found[: min(asked_or(params.max_objects, limits.max_objects), limits.max_objects)]
 
 
 T = TypeVar("T")
 
 
-def _or(asked: T | None, default: T) -> T:
+def asked_or(asked: T | None, default: T) -> T:
     """The job's own value where it set one (0 included), else the worker's default."""
     return default if asked is None else asked
 

@@ -24,7 +24,7 @@ from worker import render
 from worker.inputs import Picture
 from worker.metrics import stage
 from worker.models.sam3 import Sam3Engine
-from worker.pipeline import Object, Outcome, Thresholds, render_outputs
+from worker.pipeline import Object, Outcome, Thresholds, asked_or, render_outputs
 
 
 def phrases(prompt: str | list[str] | None) -> list[str]:
@@ -60,10 +60,9 @@ def segment(engine: Sam3Engine, picture: Picture, params: Params,
     if texts or exemplars or negatives:
         _check_exemplars_inside(params, *picture.size)
         hit = engine.set_image(picture.pixels, picture.hw, picture.key)
-        limit = min(limits.max_objects if params.max_objects is None else params.max_objects, limits.max_objects)
+        limit = min(asked_or(params.max_objects, limits.max_objects), limits.max_objects)
         with stage("decode"):
-            box_threshold = limits.box if params.box_threshold is None else params.box_threshold
-            found = engine.concept(texts or [None], exemplars, negatives, box_threshold,
+            found = engine.concept(texts or [None], exemplars, negatives, asked_or(params.box_threshold, limits.box),
                                    limit)
         return [Object(f.label, round(f.score, 4), f.mask, [round(v, 1) for v in f.box]) for f in found], hit
 
